@@ -1,0 +1,312 @@
+"""A module's SQLite database: one writer connection, whole transactions shipped
+to its thread in one hop, and many callers sharing one commit (group commit).
+
+Why not one ``await`` per statement: every statement through an async driver
+is a round trip to the connection's thread, which caps a writer at a few
+thousand transactions per second, far below what SQLite does (see
+``../shared/FACTS.md``). Here a transaction is a plain function over a
+``sqlite3`` connection; the committer runs every queued function in one thread
+hop, each inside its own SAVEPOINT (a failing job rolls back alone), and
+commits once. A caller's ``await`` returns only after that COMMIT, so nothing
+is acknowledged before it is durable to the configured ``synchronous`` level.
+
+Pragmas: WAL so readers never block the writer and a process crash loses no
+committed transaction; ``synchronous=NORMAL`` by default (durable across a
+process crash, not across power loss), ``FULL`` as a setting; ``BEGIN
+IMMEDIATE`` so the write lock is taken up front instead of failing at the first
+write when another connection (a reader upgrading, an operator's shell) holds it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar
+
+import anyio
+import msgspec
+from sqlalchemy import MetaData, create_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from bus.faults import CrashPoints
+from bus.messages import Envelope, Message, new_id
+
+__all__ = ["Database", "Outcome", "Tx"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+
+
+class Outcome(Generic[T]):
+    """The result of one job in a group commit: a value or the error it raised."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self) -> None:
+        self.value: T | None = None
+        self.error: BaseException | None = None
+
+    def unwrap(self) -> T:
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+class Tx:
+    """One job's view of the shared transaction: run SQL, emit messages.
+
+    ``emit`` writes the message to the outbox in this same transaction; the
+    relay publishes it only after the commit. ``cause`` is the envelope being
+    handled, if any: emitted messages record it as their causation and carry
+    its saga context along.
+    """
+
+    __slots__ = ("_db", "cause", "conn", "emitted", "now")
+
+    def __init__(self, db: Database, conn: sqlite3.Connection, cause: Envelope | None) -> None:
+        self._db = db
+        self.conn = conn
+        self.cause = cause
+        self.emitted: list[Envelope] = []
+        self.now = db.clock()
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def emit(
+        self,
+        message: Message,
+        *,
+        message_id: str | None = None,
+        context: bytes | None = None,
+    ) -> Envelope:
+        cause = self.cause
+        payload = msgspec.json.encode(message)
+        if context is None and cause is not None:
+            context = cause.context
+        row = (
+            message_id or new_id(),
+            message.TYPE,
+            message.VERSION,
+            message.key,
+            cause.message_id if cause is not None else None,
+            self._db.name,
+            self.now,
+            payload,
+            context,
+        )
+        cursor = self.conn.execute(
+            "INSERT INTO outbox (message_id, type, version, correlation_id, causation_id,"
+            " source, occurred_at, payload, context) VALUES (?,?,?,?,?,?,?,?,?)",
+            row,
+        )
+        envelope = Envelope(*row[:8], message=message, context=context, seq=cursor.lastrowid or 0)
+        self.emitted.append(envelope)
+        return envelope
+
+
+class _Job:
+    __slots__ = ("cause", "fn", "outcome")
+
+    def __init__(self, fn: Callable[[Tx], Any], cause: Envelope | None) -> None:
+        self.fn = fn
+        self.cause = cause
+        self.outcome: Outcome[Any] = Outcome()
+
+
+class _Group:
+    __slots__ = ("done", "jobs")
+
+    def __init__(self, jobs: list[_Job]) -> None:
+        self.jobs = jobs
+        self.done = anyio.Event()
+
+
+class Database:
+    """A module's own SQLite file, written through a single group-committing writer."""
+
+    def __init__(
+        self,
+        path: Path,
+        name: str,
+        metadata: MetaData,
+        *,
+        synchronous: str = "NORMAL",
+        clock: Callable[[], float] = time.time,
+        crash_points: CrashPoints | None = None,
+    ) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError(f"synchronous must be NORMAL or FULL, not {synchronous!r}")
+        self.path = path
+        self.name = name
+        self.metadata = metadata
+        self.synchronous = synchronous
+        self.clock = clock
+        self.crash_points = crash_points
+        self.commit_hooks: list[Callable[[list[Envelope]], None]] = []
+        # Set by the relay: waits until envelopes are durably with the transport.
+        self.wait_delivered: Callable[[Sequence[Envelope], float], Awaitable[bool]] | None = None
+        self.commits = 0
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[_Group] = []
+        self._wakeup = anyio.Event()
+        self._limiter = anyio.CapacityLimiter(1)
+        self._stack: AsyncExitStack | None = None
+        self._reader: AsyncEngine | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await anyio.to_thread.run_sync(self._open)
+        # Unwound in reverse: stop the committer (a batch already in the thread
+        # runs to its end), then dispose the reader, then close the writer.
+        stack = AsyncExitStack()
+        stack.callback(self._close)
+        stack.push_async_callback(self._dispose_reader)
+        task_group = await stack.enter_async_context(anyio.create_task_group())
+        stack.callback(task_group.cancel_scope.cancel)
+        task_group.start_soon(self._committer)
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._stack is not None
+        await self._stack.aclose()
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(f"sqlite:///{self.path}")
+        try:
+            with engine.begin() as connection:
+                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+            self.metadata.create_all(engine)
+        finally:
+            engine.dispose()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=ON")
+        self._conn = conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- transactions ----------------------------------------------------------
+
+    async def transact(self, fn: Callable[[Tx], T], *, cause: Envelope | None = None) -> T:
+        """Run ``fn`` in a transaction and return its result once committed."""
+        (outcome,) = await self.run_all([(fn, cause)])
+        return outcome.unwrap()  # type: ignore[no-any-return]
+
+    async def run_all(
+        self, calls: Sequence[tuple[Callable[[Tx], Any], Envelope | None]]
+    ) -> list[Outcome[Any]]:
+        """Run each call in its own savepoint of a shared transaction; never raises for a job."""
+        group = _Group([_Job(fn, cause) for fn, cause in calls])
+        self._queue.append(group)
+        self._wakeup.set()
+        await group.done.wait()
+        return [job.outcome for job in group.jobs]
+
+    def submit(self, fn: Callable[[Tx], Any]) -> None:
+        """Queue a job without waiting for it (bookkeeping that rides along with the next commit)."""
+        self._queue.append(_Group([_Job(fn, None)]))
+        self._wakeup.set()
+
+    async def _committer(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            while self._queue:
+                batch = self._take_batch()
+                envelopes: list[Envelope] = []
+                try:
+                    envelopes = await anyio.to_thread.run_sync(
+                        self._run_batch, batch, limiter=self._limiter
+                    )
+                finally:
+                    for group in batch:
+                        group.done.set()
+                if envelopes:
+                    for hook in self.commit_hooks:
+                        hook(envelopes)
+
+    def _take_batch(self) -> list[_Group]:
+        taken = 0
+        for index, group in enumerate(self._queue):
+            taken += len(group.jobs)
+            if taken >= MAX_BATCH:
+                batch, self._queue = self._queue[: index + 1], self._queue[index + 1 :]
+                return batch
+        batch, self._queue = self._queue, []
+        return batch
+
+    def _run_batch(self, batch: list[_Group]) -> list[Envelope]:
+        conn = self._conn
+        assert conn is not None, "database is not open"
+        emitted: list[Envelope] = []
+        jobs = [job for group in batch for job in group.jobs]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                tx = Tx(self, conn, job.cause)
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.outcome.value = job.fn(tx)
+                except Exception as exc:  # noqa: BLE001 - handed to the job's caller
+                    conn.execute("ROLLBACK TO job")
+                    job.outcome.error = exc
+                else:
+                    emitted.extend(tx.emitted)
+                conn.execute("RELEASE job")
+            if self.crash_points is not None:
+                self.crash_points.reached(f"before-commit:{self.name}")
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in jobs:
+                if job.outcome.error is None:
+                    job.outcome.value = None
+                    job.outcome.error = exc
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("commit failed on %s", self.name)
+            return []
+        self.commits += 1
+        if self.crash_points is not None:
+            self.crash_points.reached(f"after-commit:{self.name}")
+        return emitted
+
+    # -- reads -----------------------------------------------------------------
+
+    @property
+    def reader(self) -> AsyncEngine:
+        """An async engine (aiosqlite) for reads; WAL lets them run beside the writer."""
+        if self._reader is None:
+            self._reader = create_async_engine(f"sqlite+aiosqlite:///{self.path}")
+        return self._reader
+
+    async def _dispose_reader(self) -> None:
+        if self._reader is not None:
+            await self._reader.dispose()
+            self._reader = None

@@ -1,0 +1,64 @@
+"""Checkout's own tables: saga state (orchestration) and the tracker's history (both modes)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, Index, LargeBinary
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from bus.tables import add_bus_tables
+
+__all__ = ["CheckoutBase", "SagaRow", "TimelineRow", "TrackedSagaRow"]
+
+
+class CheckoutBase(SQLModel, registry=registry()):
+    pass
+
+
+class SagaRow(CheckoutBase, table=True):
+    """The orchestrator's state of one saga, with an optimistic version."""
+
+    __tablename__ = "sagas"
+
+    saga_id: str = Field(primary_key=True)
+    status: str = Field(index=True)
+    step: str
+    state: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    version: int
+    definition_version: int
+    created_at: float
+    updated_at: float
+
+
+class TimelineRow(CheckoutBase, table=True):
+    """One message of one saga, as the tracker saw it: the audit trail."""
+
+    __tablename__ = "timeline"
+    __table_args__ = (Index("timeline_by_saga", "saga_id", "occurred_at"),)
+
+    message_id: str = Field(primary_key=True)
+    saga_id: str
+    type: str
+    kind: str
+    source: str
+    target: str | None = None
+    compensation: bool
+    causation_id: str | None = None
+    occurred_at: float
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
+class TrackedSagaRow(CheckoutBase, table=True):
+    """The tracker's view of a saga, the same in both saga modes."""
+
+    __tablename__ = "tracked_sagas"
+
+    saga_id: str = Field(primary_key=True)
+    status: str = Field(index=True)
+    step: str
+    last_type: str
+    started_at: float
+    updated_at: float
+
+
+add_bus_tables(CheckoutBase.metadata)

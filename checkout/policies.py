@@ -1,0 +1,52 @@
+"""Reactions that keep one module's copy of another's reference data current.
+
+They run in the receiving module's subscription, in both saga modes: the
+order module prices orders and checks customers from its own copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from bus.consumer import Route
+from bus.messages import Command, Message
+from bus.sqlite import Tx
+from modules import inventory, order, payment
+
+__all__ = ["REFERENCE_DATA", "reactions"]
+
+
+def _product(event: Message) -> Command:
+    assert isinstance(event, inventory.ProductUpdated)
+    return order.RecordProduct(sku=event.sku, name=event.name, price_cents=event.price_cents)
+
+
+def _customer(event: Message) -> Command:
+    assert isinstance(event, payment.CustomerUpdated)
+    return order.RecordCustomer(customer_id=event.customer_id, name=event.name)
+
+
+# event type -> (reacting module, the command it turns into)
+REFERENCE_DATA: Mapping[str, tuple[str, Callable[[Message], Command]]] = {
+    inventory.ProductUpdated.TYPE: ("order", _product),
+    payment.CustomerUpdated.TYPE: ("order", _customer),
+}
+
+
+def reactions(
+    module: str,
+    commands: Mapping[str, Route],
+    table: Mapping[str, tuple[str, Callable[[Message], Command]]],
+) -> dict[str, Route]:
+    """Routes for the events ``module`` reacts to: translate, then run its own handler."""
+    routes: dict[str, Route] = {}
+    for event_type, (target, translate) in table.items():
+        if target != module:
+            continue
+
+        def route(tx: Tx, event: Message, translate: Callable[[Message], Command] = translate) -> None:
+            command = translate(event)
+            commands[command.TYPE](tx, command)
+
+        routes[event_type] = route
+    return routes

@@ -1,0 +1,117 @@
+"""The checkout saga, declared as data: each step's command, its replies and its undo.
+
+Order: create order → process payment → reserve stock → schedule shipment →
+complete order. A step that fails did nothing (every participant promises
+that), so only the steps before it are compensated, in reverse order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bus.messages import Command
+from modules import inventory, order, payment, shipping
+
+__all__ = ["DEFINITION_VERSION", "STEPS", "Step", "step_named"]
+
+DEFINITION_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One local transaction of the saga and the one that undoes it.
+
+    Attributes:
+        name: stable name, stored in saga state.
+        module: the module that runs it.
+        action: builds the step's command from the order; None for the first
+            step, which the order module has already done when the saga starts.
+        succeeded: the reply type that completes the step.
+        failed: the reply types that mean the step did nothing and the saga must
+            compensate (with the reply's ``reason``).
+        compensation: builds the command that undoes the step; None when there
+            is nothing to undo.
+        compensated: the reply type that confirms the undo.
+    """
+
+    name: str
+    module: str
+    action: Callable[[order.OrderCreated], Command] | None
+    succeeded: str
+    failed: frozenset[str]
+    compensation: Callable[[order.OrderCreated, str], Command] | None
+    compensated: str | None
+
+
+def _stock_lines(created: order.OrderCreated) -> tuple[inventory.StockLine, ...]:
+    return tuple(inventory.StockLine(sku=i.sku, quantity=i.quantity) for i in created.items)
+
+
+def _destination(created: order.OrderCreated) -> shipping.Destination:
+    a = created.shipping_address
+    return shipping.Destination(
+        name=a.name, line1=a.line1, city=a.city, postal_code=a.postal_code, country=a.country
+    )
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        name="order",
+        module="order",
+        action=None,
+        succeeded=order.OrderCreated.TYPE,
+        failed=frozenset(),
+        compensation=lambda o, reason: order.CancelOrder(order_id=o.order_id, reason=reason),
+        compensated=order.OrderCancelled.TYPE,
+    ),
+    Step(
+        name="payment",
+        module="payment",
+        action=lambda o: payment.ProcessPayment(
+            order_id=o.order_id, customer_id=o.customer_id, amount_cents=o.total_cents
+        ),
+        succeeded=payment.PaymentCompleted.TYPE,
+        failed=frozenset({payment.PaymentFailed.TYPE}),
+        compensation=lambda o, _: payment.RefundPayment(order_id=o.order_id),
+        compensated=payment.PaymentRefunded.TYPE,
+    ),
+    Step(
+        name="stock",
+        module="inventory",
+        action=lambda o: inventory.ReserveStock(order_id=o.order_id, lines=_stock_lines(o)),
+        succeeded=inventory.StockReserved.TYPE,
+        failed=frozenset({inventory.StockFailed.TYPE}),
+        compensation=lambda o, _: inventory.ReleaseStock(order_id=o.order_id),
+        compensated=inventory.StockReleased.TYPE,
+    ),
+    Step(
+        name="shipping",
+        module="shipping",
+        action=lambda o: shipping.ScheduleShipment(
+            order_id=o.order_id,
+            destination=_destination(o),
+            lines=tuple(shipping.ParcelLine(sku=i.sku, quantity=i.quantity) for i in o.items),
+        ),
+        succeeded=shipping.ShipmentScheduled.TYPE,
+        failed=frozenset({shipping.ShipmentFailed.TYPE}),
+        compensation=lambda o, _: shipping.CancelShipment(order_id=o.order_id),
+        compensated=shipping.ShipmentCancelled.TYPE,
+    ),
+    Step(
+        name="complete",
+        module="order",
+        action=lambda o: order.CompleteOrder(order_id=o.order_id),
+        succeeded=order.OrderCompleted.TYPE,
+        # The order was cancelled by someone else: undo everything before it.
+        failed=frozenset({order.OrderCancelled.TYPE}),
+        compensation=None,
+        compensated=None,
+    ),
+)
+
+_BY_NAME = {step.name: step for step in STEPS}
+
+
+def step_named(name: str) -> Step:
+    return _BY_NAME[name]

@@ -1,0 +1,197 @@
+"""Composition root: builds every module, the bus and checkout, and serves the HTTP API.
+
+``python main.py`` runs the whole system in one process on its embedded
+default: SQLite files under ``./data`` and the in-process bus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+import uvicorn
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
+
+from bus.consumer import Consumer, Route
+from bus.faults import CrashPoints, FaultPlan
+from bus.memory import InMemoryTransport
+from bus.messages import MessageRegistry
+from bus.module import ModuleHandle
+from bus.ports import Transport
+from bus.relay import OutboxRelay
+from checkout import module as checkout_module
+from checkout.policies import REFERENCE_DATA, reactions
+from modules import inventory, order, payment, shipping
+from modules.inventory import module as inventory_module
+from modules.order import module as order_module
+from modules.payment import module as payment_module
+from modules.shipping import module as shipping_module
+from modules.shipping.domain import parse_countries
+
+log = logging.getLogger("checkout")
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that can be configured, with the embedded defaults."""
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    saga: str = "orchestration"
+    synchronous: str = "NORMAL"
+    faults: str = ""
+    fault_seed: int = 0
+    ship_countries: str = ""
+    stuck_after: float = 60.0
+    crash_at: str = ""
+    log_level: str = "INFO"
+
+
+@dataclass
+class System:
+    """The running parts, built by ``build_system`` and started by ``run``."""
+
+    registry: MessageRegistry
+    transport: Transport
+    modules: list[ModuleHandle]
+    relays: list[OutboxRelay]
+    health: dict[str, str] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def run(self) -> AsyncIterator[System]:
+        async with AsyncExitStack() as stack:
+            for module in self.modules:
+                await stack.enter_async_context(module.db)
+            # Whatever a previous run committed but did not deliver goes first.
+            for relay in self.relays:
+                await relay.recover()
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            task_group.start_soon(self._supervise, "transport", self.transport.run)
+            stack.callback(task_group.cancel_scope.cancel)
+            yield self
+
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        self.health[name] = "running"
+        try:
+            await run()
+        except Exception as exc:
+            # Keep serving reads, but let /health say the bus is down.
+            self.health[name] = f"failed: {exc!r}"
+            log.exception("%s failed", name)
+
+
+def build_system(settings: Settings, *, transport: Transport | None = None) -> System:
+    """Build every module and wire them to the bus; nothing runs yet."""
+    if settings.saga != "orchestration":
+        raise SystemExit(f"saga mode {settings.saga!r} is not available; use 'orchestration'")
+    data_dir = settings.data_dir
+    faults = FaultPlan.parse(settings.faults, settings.fault_seed)
+    crash = CrashPoints.parse(settings.crash_at)
+    common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
+    registry = MessageRegistry.from_contracts(
+        order.MESSAGES, payment.MESSAGES, inventory.MESSAGES, shipping.MESSAGES
+    )
+    bus = transport or InMemoryTransport(registry)
+    checkout, tracker = checkout_module.build(
+        data_dir, registry, stuck_after=settings.stuck_after, **common
+    )
+    modules = [
+        order_module.build(data_dir, **common),
+        payment_module.build(data_dir, faults=faults, **common),
+        inventory_module.build(data_dir, faults=faults, **common),
+        shipping_module.build(
+            data_dir, countries=parse_countries(settings.ship_countries), faults=faults, **common
+        ),
+        checkout,
+    ]
+    relays = []
+    for module in modules:
+        relays.append(OutboxRelay(module.db, bus, registry))
+        routes: dict[str, Route] = {
+            **module.commands,
+            **reactions(module.name, module.commands, REFERENCE_DATA),
+        }
+        consumer = Consumer(module.name, module.db, routes)
+        bus.subscribe(module.name, consumer.types, consumer)
+    observer = Consumer("tracker", checkout.db, {}, observer=tracker.record, dedupe=False)
+    bus.subscribe("tracker", None, observer)
+    return System(registry, bus, modules, relays)
+
+
+def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:
+    """The HTTP application; its lifespan runs the whole system."""
+    system = build_system(settings, transport=transport)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with system.run():
+            yield
+
+    @get("/health", operation_id="health", tags=["system"])
+    async def health() -> Response[dict[str, Any]]:
+        """Up when every background part of the system is running."""
+        ok = bool(system.health) and all(v == "running" for v in system.health.values())
+        return Response(
+            {"status": "ok" if ok else "unavailable", "saga": settings.saga, "parts": system.health},
+            status_code=200 if ok else HTTP_503_SERVICE_UNAVAILABLE,
+        )
+
+    def bad_input(request: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[Any]:
+        return Response(
+            {"status_code": HTTP_400_BAD_REQUEST, "detail": f"Validation failed: {exc}"},
+            status_code=HTTP_400_BAD_REQUEST,
+            media_type=MediaType.JSON,
+        )
+
+    handlers = [health, *(h for m in system.modules for h in m.route_handlers)]
+    app = Litestar(
+        route_handlers=handlers,  # type: ignore[arg-type]
+        lifespan=[lifespan],
+        exception_handlers={msgspec.ValidationError: bad_input},
+        request_max_body_size=MAX_BODY_BYTES,
+        openapi_config=OpenAPIConfig(title="Saga checkout", version="0.1.0"),
+    )
+    app.state.system = system
+    return app
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--data-dir", type=Path, default=Settings.data_dir, help="where the SQLite files live (default ./data)")
+    parser.add_argument("--host", default=Settings.host)
+    parser.add_argument("--port", type=int, default=Settings.port)
+    parser.add_argument("--saga", choices=["orchestration", "choreography"], default=Settings.saga)
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=Settings.synchronous,
+                        help="SQLite durability: NORMAL survives a process crash, FULL also power loss")
+    parser.add_argument("--faults", default="", help="inject business failures, e.g. payment=0.1,stock=0.05,shipping=0.05")
+    parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument("--ship-countries", default="", help="comma-separated ISO country codes served (default: see README)")
+    parser.add_argument("--stuck-after", type=float, default=Settings.stuck_after, help="seconds before a running saga counts as stuck")
+    parser.add_argument("--crash-at", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    return Settings(**vars(args))
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse_args(argv)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False, lifespan="on")
+    uvicorn.Server(config).run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The business modules. Each is isolated: its own database, its own messages."""

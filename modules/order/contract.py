@@ -1,0 +1,119 @@
+"""The order module's messages: the only thing other code may know of it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from bus.messages import Command, Event, Message
+
+__all__ = [
+    "MESSAGES",
+    "CancelOrder",
+    "CompleteOrder",
+    "OrderAddress",
+    "OrderCancelled",
+    "OrderCompleted",
+    "OrderCreated",
+    "OrderLine",
+    "RecordCustomer",
+    "RecordProduct",
+]
+
+Cents = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class OrderLine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One line of an order, priced when the order was placed."""
+
+    sku: str
+    quantity: Annotated[int, msgspec.Meta(gt=0)]
+    unit_price_cents: Cents
+
+
+class OrderAddress(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where the order is to be shipped."""
+
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
+
+
+class OrderCreated(Event, frozen=True, kw_only=True):
+    """Emitted once per accepted order, in the transaction that stores it as PENDING.
+
+    It carries everything the rest of the checkout needs: who pays, how much,
+    which lines to reserve and where to ship.
+    """
+
+    TYPE = "order.OrderCreated"
+    order_id: str
+    customer_id: str
+    items: tuple[OrderLine, ...]
+    total_cents: Cents
+    shipping_address: OrderAddress
+
+
+class CompleteOrder(Command, frozen=True, kw_only=True):
+    """Asks the order module to mark a PENDING order COMPLETED (the saga's last step)."""
+
+    TYPE = "order.CompleteOrder"
+    order_id: str
+
+
+class OrderCompleted(Event, frozen=True, kw_only=True):
+    """Emitted once when an order becomes COMPLETED."""
+
+    TYPE = "order.OrderCompleted"
+    order_id: str
+
+
+class CancelOrder(Command, frozen=True, kw_only=True):
+    """Asks the order module to cancel an order, recording why; cancelling twice is a no-op."""
+
+    TYPE = "order.CancelOrder"
+    COMPENSATION = True
+    order_id: str
+    reason: str
+
+
+class OrderCancelled(Event, frozen=True, kw_only=True):
+    """Emitted once when an order becomes CANCELLED, with the reason."""
+
+    TYPE = "order.OrderCancelled"
+    COMPENSATION = True
+    order_id: str
+    reason: str
+
+
+class RecordProduct(Command, frozen=True, kw_only=True):
+    """Keeps the order module's copy of the catalog (name and price of a sku) up to date."""
+
+    TYPE = "order.RecordProduct"
+    KEY = "sku"
+    sku: str
+    name: str
+    price_cents: Cents
+
+
+class RecordCustomer(Command, frozen=True, kw_only=True):
+    """Keeps the order module's list of known customers up to date."""
+
+    TYPE = "order.RecordCustomer"
+    KEY = "customer_id"
+    customer_id: str
+    name: str
+
+
+MESSAGES: tuple[type[Message], ...] = (
+    OrderCreated,
+    CompleteOrder,
+    OrderCompleted,
+    CancelOrder,
+    OrderCancelled,
+    RecordProduct,
+    RecordCustomer,
+)

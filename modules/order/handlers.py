@@ -1,0 +1,132 @@
+"""The order module's handlers: each runs inside one local transaction."""
+
+from __future__ import annotations
+
+import msgspec
+
+from bus.sqlite import Tx
+from modules.order.contract import (
+    CancelOrder,
+    CompleteOrder,
+    OrderAddress,
+    OrderCancelled,
+    OrderCompleted,
+    OrderCreated,
+    OrderLine,
+    RecordCustomer,
+    RecordProduct,
+)
+from modules.order.domain import (
+    IdempotencyConflictError,
+    NewOrder,
+    OrderNotFoundError,
+    OrderStatus,
+    UnknownCustomerError,
+    price_lines,
+)
+
+__all__ = ["cancel_order", "complete_order", "place_order", "record_customer", "record_product"]
+
+
+def place_order(tx: Tx, order: NewOrder) -> tuple[str, bool]:
+    """Store a PENDING order and emit OrderCreated; return ``(order_id, created)``.
+
+    A repeated Idempotency-Key with the same request returns the first order.
+    """
+    if order.idempotency_key is not None:
+        row = tx.one(
+            "SELECT order_id, request_hash FROM orders WHERE idempotency_key = ?",
+            (order.idempotency_key,),
+        )
+        if row is not None:
+            if row[1] != order.fingerprint:
+                raise IdempotencyConflictError(order.idempotency_key)
+            return str(row[0]), False
+    if tx.one("SELECT 1 FROM customers WHERE customer_id = ?", (order.customer_id,)) is None:
+        raise UnknownCustomerError(order.customer_id)
+    skus = sorted({sku for sku, _ in order.items})
+    marks = ",".join("?" * len(skus))
+    prices = dict(tx.execute(f"SELECT sku, price_cents FROM catalog WHERE sku IN ({marks})", skus))  # noqa: S608 - placeholders only
+    lines, total = price_lines(order.items, prices)
+    address = OrderAddress(**order.address)
+    tx.execute(
+        "INSERT INTO orders (order_id, customer_id, status, total_cents, shipping_address,"
+        " idempotency_key, request_hash, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            order.order_id, order.customer_id, OrderStatus.PENDING, total,
+            msgspec.json.encode(address).decode(), order.idempotency_key, order.fingerprint,
+            tx.now, tx.now,
+        ),
+    )
+    tx.conn.executemany(
+        "INSERT INTO order_items (order_id, line_no, sku, quantity, unit_price_cents)"
+        " VALUES (?,?,?,?,?)",
+        [
+            (order.order_id, n, line.sku, line.quantity, line.unit_price_cents)
+            for n, line in enumerate(lines)
+        ],
+    )
+    tx.emit(
+        OrderCreated(
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            items=tuple(OrderLine(sku=l.sku, quantity=l.quantity, unit_price_cents=l.unit_price_cents) for l in lines),  # noqa: E741
+            total_cents=total,
+            shipping_address=address,
+        )
+    )
+    return order.order_id, True
+
+
+def _status(tx: Tx, order_id: str) -> tuple[OrderStatus, str | None]:
+    row = tx.one("SELECT status, reason FROM orders WHERE order_id = ?", (order_id,))
+    if row is None:
+        raise OrderNotFoundError(order_id)
+    return OrderStatus(row[0]), row[1]
+
+
+def _reply_with_state(tx: Tx, order_id: str, status: OrderStatus, reason: str | None) -> None:
+    # A repeated request gets the answer that is true now, so that a saga
+    # waiting on it can always move on.
+    if status is OrderStatus.COMPLETED:
+        tx.emit(OrderCompleted(order_id=order_id))
+    elif status is OrderStatus.CANCELLED:
+        tx.emit(OrderCancelled(order_id=order_id, reason=reason or ""))
+
+
+def complete_order(tx: Tx, command: CompleteOrder) -> None:
+    status, reason = _status(tx, command.order_id)
+    if status is OrderStatus.PENDING:
+        tx.execute(
+            "UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ?",
+            (OrderStatus.COMPLETED, tx.now, command.order_id),
+        )
+        status = OrderStatus.COMPLETED
+    _reply_with_state(tx, command.order_id, status, reason)
+
+
+def cancel_order(tx: Tx, command: CancelOrder) -> None:
+    status, reason = _status(tx, command.order_id)
+    if status is OrderStatus.PENDING:
+        tx.execute(
+            "UPDATE orders SET status = ?, reason = ?, updated_at = ? WHERE order_id = ?",
+            (OrderStatus.CANCELLED, command.reason, tx.now, command.order_id),
+        )
+        status, reason = OrderStatus.CANCELLED, command.reason
+    _reply_with_state(tx, command.order_id, status, reason)
+
+
+def record_product(tx: Tx, command: RecordProduct) -> None:
+    tx.execute(
+        "INSERT INTO catalog (sku, name, price_cents) VALUES (?,?,?) ON CONFLICT (sku)"
+        " DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents",
+        (command.sku, command.name, command.price_cents),
+    )
+
+
+def record_customer(tx: Tx, command: RecordCustomer) -> None:
+    tx.execute(
+        "INSERT INTO customers (customer_id, name) VALUES (?,?) ON CONFLICT (customer_id)"
+        " DO UPDATE SET name = excluded.name",
+        (command.customer_id, command.name),
+    )

@@ -1,0 +1,38 @@
+"""Builds the shipping module; imported only by the composition root."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from bus.consumer import Route
+from bus.faults import CrashPoints, FaultPlan
+from bus.module import ModuleHandle
+from bus.sqlite import Database
+from modules.shipping import contract
+from modules.shipping.db import ShippingBase
+from modules.shipping.domain import DEFAULT_COUNTRIES
+from modules.shipping.handlers import cancel_shipment, schedule_shipment
+
+__all__ = ["build"]
+
+
+def build(
+    data_dir: Path,
+    *,
+    countries: frozenset[str] = DEFAULT_COUNTRIES,
+    faults: FaultPlan | None = None,
+    synchronous: str = "NORMAL",
+    crash_points: CrashPoints | None = None,
+) -> ModuleHandle:
+    db = Database(
+        data_dir / "shipping.sqlite3", "shipping", ShippingBase.metadata,
+        synchronous=synchronous, crash_points=crash_points,
+    )
+    commands: dict[str, Route] = {
+        contract.ScheduleShipment.TYPE: partial(
+            schedule_shipment, countries=countries, faults=faults or FaultPlan()
+        ),
+        contract.CancelShipment.TYPE: cancel_shipment,
+    }
+    return ModuleHandle("shipping", db, commands)
