@@ -144,7 +144,11 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
         """Up when every background part of the system is running."""
         ok = bool(system.health) and all(v == "running" for v in system.health.values())
         return Response(
-            {"status": "ok" if ok else "unavailable", "saga": settings.saga, "parts": system.health},
+            {
+                "status": "ok" if ok else "unavailable",
+                "saga": settings.saga,
+                "parts": system.health,
+            },
             status_code=200 if ok else HTTP_503_SERVICE_UNAVAILABLE,
         )
 
@@ -169,16 +173,38 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
 
 def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data-dir", type=Path, default=Settings.data_dir, help="where the SQLite files live (default ./data)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Settings.data_dir,
+        help="where the SQLite files live (default ./data)",
+    )
     parser.add_argument("--host", default=Settings.host)
     parser.add_argument("--port", type=int, default=Settings.port)
     parser.add_argument("--saga", choices=["orchestration", "choreography"], default=Settings.saga)
-    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default=Settings.synchronous,
-                        help="SQLite durability: NORMAL survives a process crash, FULL also power loss")
-    parser.add_argument("--faults", default="", help="inject business failures, e.g. payment=0.1,stock=0.05,shipping=0.05")
+    parser.add_argument(
+        "--synchronous",
+        choices=["NORMAL", "FULL"],
+        default=Settings.synchronous,
+        help="SQLite durability: NORMAL survives a process crash, FULL also power loss",
+    )
+    parser.add_argument(
+        "--faults",
+        default="",
+        help="inject business failures, e.g. payment=0.1,stock=0.05,shipping=0.05",
+    )
     parser.add_argument("--fault-seed", type=int, default=0)
-    parser.add_argument("--ship-countries", default="", help="comma-separated ISO country codes served (default: see README)")
-    parser.add_argument("--stuck-after", type=float, default=Settings.stuck_after, help="seconds before a running saga counts as stuck")
+    parser.add_argument(
+        "--ship-countries",
+        default="",
+        help="comma-separated ISO country codes served (default: see README)",
+    )
+    parser.add_argument(
+        "--stuck-after",
+        type=float,
+        default=Settings.stuck_after,
+        help="seconds before a running saga counts as stuck",
+    )
     parser.add_argument("--crash-at", default="", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
@@ -187,9 +213,18 @@ def parse_args(argv: list[str] | None = None) -> Settings:
 
 def main(argv: list[str] | None = None) -> None:
     settings = parse_args(argv)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+    )
     uvicorn.Server(config).run()
 
 

@@ -99,18 +99,35 @@ class Consumer:
                 return
         log.error(
             "consumer %s: %s %s dead-lettered after %d attempts: %r",
-            self.name, envelope.type, envelope.message_id, attempts, error,
+            self.name,
+            envelope.type,
+            envelope.message_id,
+            attempts,
+            error,
         )
-        await self.db.transact(partial(_park, self.name, envelope, error, attempts, first_failed_at))
+        await self.db.transact(
+            partial(_park, self.name, envelope, error, attempts, first_failed_at)
+        )
 
 
 def _park(
     consumer: str, envelope: Envelope, error: BaseException, attempts: int, first: float, tx: Tx
 ) -> None:
     row: tuple[Any, ...] = (
-        consumer, envelope.message_id, envelope.type, envelope.version, envelope.correlation_id,
-        envelope.causation_id, envelope.source, envelope.occurred_at, envelope.payload,
-        envelope.context, repr(error), attempts, first, tx.now,
+        consumer,
+        envelope.message_id,
+        envelope.type,
+        envelope.version,
+        envelope.correlation_id,
+        envelope.causation_id,
+        envelope.source,
+        envelope.occurred_at,
+        envelope.payload,
+        envelope.context,
+        repr(error),
+        attempts,
+        first,
+        tx.now,
     )
     tx.execute(
         "INSERT INTO dead_letter (consumer, message_id, type, version, correlation_id,"

@@ -54,7 +54,9 @@ class FaultPlan:
         self.seed = seed
         for step, rate in self.rates.items():
             if step not in self.STEPS or not 0.0 <= rate <= 1.0:
-                raise ValueError(f"bad fault rate {step}={rate}: steps are {self.STEPS}, rates 0..1")
+                raise ValueError(
+                    f"bad fault rate {step}={rate}: steps are {self.STEPS}, rates 0..1"
+                )
 
     @classmethod
     def parse(cls, spec: str | None, seed: int = 0) -> FaultPlan:

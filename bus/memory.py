@@ -42,7 +42,9 @@ class _Subscription:
 class InMemoryTransport:
     """Delivers envelopes to subscriptions within this process."""
 
-    def __init__(self, registry: MessageRegistry | None = None, *, retry_delay: float = 0.05) -> None:
+    def __init__(
+        self, registry: MessageRegistry | None = None, *, retry_delay: float = 0.05
+    ) -> None:
         self._registry = registry
         self._subscriptions: list[_Subscription] = []
         self._routes: dict[str, list[_Subscription]] = {}

@@ -110,7 +110,9 @@ class MessageRegistry:
                 registry.register(message_type)
         return registry
 
-    def register(self, message_type: type[Message], *, upcasters: dict[int, Upcaster] | None = None) -> None:
+    def register(
+        self, message_type: type[Message], *, upcasters: dict[int, Upcaster] | None = None
+    ) -> None:
         if message_type.TYPE in self._types:
             raise ValueError(f"message type {message_type.TYPE!r} registered twice")
         self._types[message_type.TYPE] = message_type

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 
+from bus.errors import BusError
 from bus.messages import Envelope, MessageRegistry
 from bus.ports import Transport
 from bus.sqlite import Database, Tx
@@ -58,13 +60,13 @@ class OutboxRelay:
             "UPDATE outbox SET dispatched_at = ? WHERE seq = ?", [(tx.now, seq) for seq in seqs]
         )
 
-    async def wait_delivered(self, envelopes: Sequence[Envelope], timeout: float) -> bool:
-        """Wait until the transport has every envelope durably; ``False`` on timeout."""
+    async def wait_delivered(self, envelopes: Sequence[Envelope], limit: float) -> bool:
+        """Wait until the transport has every envelope durably; ``False`` after ``limit`` s."""
         events = []
         for envelope in envelopes:
             event = self._waiters.setdefault(envelope.message_id, anyio.Event())
             events.append(event)
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(limit):
             for event in events:
                 await event.wait()
             return True
@@ -73,25 +75,36 @@ class OutboxRelay:
     async def recover(self) -> int:
         """Publish every row a previous run left undispatched; return how many."""
 
-        def load(tx: Tx) -> list[tuple[object, ...]]:
+        def load(tx: Tx) -> list[Any]:
             return tx.execute(
                 "SELECT seq, message_id, type, version, correlation_id, causation_id, source,"
                 " occurred_at, payload, context FROM outbox WHERE dispatched_at IS NULL"
                 " ORDER BY seq"
             ).fetchall()
 
-        rows = await self.db.transact(load)
         envelopes = []
-        for seq, message_id, type_, version, corr, cause, source, at, payload, context in rows:
-            message = self.registry.decode(str(type_), int(version), bytes(payload))  # type: ignore[call-overload]
-            envelopes.append(
-                Envelope(
-                    str(message_id), str(type_), int(version), str(corr),  # type: ignore[call-overload]
-                    None if cause is None else str(cause), str(source), float(at),  # type: ignore[arg-type]
-                    bytes(payload), message, None if context is None else bytes(context),  # type: ignore[call-overload]
-                    seq=int(seq),  # type: ignore[call-overload]
-                )
+        for (
+            seq,
+            message_id,
+            type_,
+            version,
+            corr,
+            cause,
+            source,
+            at,
+            payload,
+            ctx,
+        ) in await self.db.transact(load):
+            try:
+                message = self.registry.decode(type_, version, payload)
+            except BusError:
+                # Written by a newer or broken build: keep it undelivered, loudly.
+                log.exception("relay %s: cannot decode outbox row %s", self.db.name, seq)
+                continue
+            envelope = Envelope(
+                message_id, type_, version, corr, cause, source, at, payload, message, ctx, seq=seq
             )
+            envelopes.append(envelope)
         if envelopes:
             log.info("relay %s: publishing %d undispatched messages", self.db.name, len(envelopes))
             self.transport.publish(envelopes, self._on_delivered)

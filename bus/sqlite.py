@@ -228,7 +228,7 @@ class Database:
         return [job.outcome for job in group.jobs]
 
     def submit(self, fn: Callable[[Tx], Any]) -> None:
-        """Queue a job without waiting for it (bookkeeping that rides along with the next commit)."""
+        """Queue a job without waiting for it (bookkeeping that rides with the next commit)."""
         self._queue.append(_Group([_Job(fn, None)]))
         self._wakeup.set()
 

@@ -3,7 +3,18 @@ database holds its own outbox, inbox and dead letters (never a shared one)."""
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, Index, Integer, LargeBinary, MetaData, String, Table, Text, text
+from sqlalchemy import (
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 __all__ = ["add_bus_tables"]
 

@@ -11,7 +11,7 @@ import msgspec
 from litestar import get
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import QueryParameter
+from litestar.params import FromPath, QueryParameter
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -74,7 +74,7 @@ def checkout_routes(db: Database, *, stuck_after: float) -> list[HTTPRouteHandle
     """Build checkout's read routes over its database."""
 
     @get("/orders/{order_id:str}/timeline", operation_id="getTimeline", tags=["orders"])
-    async def timeline(order_id: str) -> list[TimelineEntry]:
+    async def timeline(order_id: FromPath[str]) -> list[TimelineEntry]:
         """Every command, event, reply and compensation of the order's saga, in causal order."""
         async with AsyncSession(db.reader) as session:
             rows = list(
@@ -84,9 +84,15 @@ def checkout_routes(db: Database, *, stuck_after: float) -> list[HTTPRouteHandle
             raise NotFoundException(f"no saga for order {order_id}")
         return [
             TimelineEntry(
-                at=_when(row.occurred_at), module=row.source, type=row.type, kind=row.kind,
-                compensation=row.compensation, message_id=row.message_id,
-                causation_id=row.causation_id, to=row.target, data=msgspec.json.decode(row.payload),
+                at=_when(row.occurred_at),
+                module=row.source,
+                type=row.type,
+                kind=row.kind,
+                compensation=row.compensation,
+                message_id=row.message_id,
+                causation_id=row.causation_id,
+                to=row.target,
+                data=msgspec.json.decode(row.payload),
             )
             for row in _causal_order(rows)
         ]
@@ -117,8 +123,12 @@ def checkout_routes(db: Database, *, stuck_after: float) -> list[HTTPRouteHandle
             rows = list(await session.exec(query))
         return [
             SagaView(
-                order_id=row.saga_id, status=row.status, step=row.step, last_message=row.last_type,
-                started_at=_when(row.started_at), updated_at=_when(row.updated_at),
+                order_id=row.saga_id,
+                status=row.status,
+                step=row.step,
+                last_message=row.last_type,
+                started_at=_when(row.started_at),
+                updated_at=_when(row.updated_at),
                 age_seconds=round(now - row.started_at, 3),
                 stuck=row.status not in TERMINAL and now - row.started_at > stuck_after,
             )

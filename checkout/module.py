@@ -27,8 +27,11 @@ def build(
     crash_points: CrashPoints | None = None,
 ) -> tuple[ModuleHandle, SagaTracker]:
     db = Database(
-        data_dir / "checkout.sqlite3", "checkout", CheckoutBase.metadata,
-        synchronous=synchronous, crash_points=crash_points,
+        data_dir / "checkout.sqlite3",
+        "checkout",
+        CheckoutBase.metadata,
+        synchronous=synchronous,
+        crash_points=crash_points,
     )
     commands: dict[str, Route] = dict.fromkeys(REPLY_TYPES, on_reply) if orchestrate else {}
     handle = ModuleHandle("checkout", db, commands, checkout_routes(db, stuck_after=stuck_after))

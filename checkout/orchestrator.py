@@ -38,7 +38,9 @@ def command_id(saga_id: str, step: str, direction: str, attempt: int) -> str:
 
 def on_reply(tx: Tx, reply: Message) -> None:
     """Advance the reply's saga by one decision (start it on OrderCreated)."""
-    row = tx.one("SELECT state, version, definition_version FROM sagas WHERE saga_id = ?", (reply.key,))
+    row = tx.one(
+        "SELECT state, version, definition_version FROM sagas WHERE saga_id = ?", (reply.key,)
+    )
     if isinstance(reply, order.OrderCreated):
         if row is not None:
             return
@@ -47,8 +49,14 @@ def on_reply(tx: Tx, reply: Message) -> None:
             "INSERT INTO sagas (saga_id, status, step, state, version, definition_version,"
             " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
             (
-                reply.order_id, transition.state.status, transition.state.step,
-                _encode(transition.state), 1, DEFINITION_VERSION, tx.now, tx.now,
+                reply.order_id,
+                transition.state.status,
+                transition.state.step,
+                _encode(transition.state),
+                1,
+                DEFINITION_VERSION,
+                tx.now,
+                tx.now,
             ),
         )
         _send(tx, transition)

@@ -44,7 +44,9 @@ def reactions(
         if target != module:
             continue
 
-        def route(tx: Tx, event: Message, translate: Callable[[Message], Command] = translate) -> None:
+        def route(
+            tx: Tx, event: Message, translate: Callable[[Message], Command] = translate
+        ) -> None:
             command = translate(event)
             commands[command.TYPE](tx, command)
 

@@ -83,7 +83,11 @@ def _undo_next(state: SagaState, to_undo: tuple[str, ...], reason: str) -> Trans
     step = step_named(to_undo[0])
     assert step.compensation is not None
     new = msgspec.structs.replace(
-        state, status=SagaStatus.COMPENSATING, step=step.name, to_undo=to_undo, reason=reason,
+        state,
+        status=SagaStatus.COMPENSATING,
+        step=step.name,
+        to_undo=to_undo,
+        reason=reason,
         attempt=1,
     )
     command = step.compensation(state.order, reason)

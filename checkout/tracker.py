@@ -39,10 +39,16 @@ class SagaTracker:
             "INSERT OR IGNORE INTO timeline (message_id, saga_id, type, kind, source, target,"
             " compensation, causation_id, occurred_at, payload) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
-                envelope.message_id, envelope.correlation_id, envelope.type,
-                "command" if command else "event", envelope.source,
+                envelope.message_id,
+                envelope.correlation_id,
+                envelope.type,
+                "command" if command else "event",
+                envelope.source,
                 envelope.type.partition(".")[0] if command else None,
-                cls.COMPENSATION, envelope.causation_id, envelope.occurred_at, envelope.payload,
+                cls.COMPENSATION,
+                envelope.causation_id,
+                envelope.occurred_at,
+                envelope.payload,
             ),
         ).rowcount
         if inserted:
@@ -51,12 +57,21 @@ class SagaTracker:
     def _advance(self, tx: Tx, envelope: Envelope) -> None:
         status = self._status_after(envelope)
         step = self._step_of.get(envelope.type, "")
-        row = tx.one("SELECT status FROM tracked_sagas WHERE saga_id = ?", (envelope.correlation_id,))
+        row = tx.one(
+            "SELECT status FROM tracked_sagas WHERE saga_id = ?", (envelope.correlation_id,)
+        )
         if row is None:
             tx.execute(
                 "INSERT INTO tracked_sagas (saga_id, status, step, last_type, started_at,"
                 " updated_at) VALUES (?,?,?,?,?,?)",
-                (envelope.correlation_id, status, step, envelope.type, envelope.occurred_at, tx.now),
+                (
+                    envelope.correlation_id,
+                    status,
+                    step,
+                    envelope.type,
+                    envelope.occurred_at,
+                    tx.now,
+                ),
             )
         elif _RANK[status] >= _RANK[row[0]] and _RANK[row[0]] < 2:
             tx.execute(

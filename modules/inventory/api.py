@@ -8,8 +8,10 @@ import msgspec
 from litestar import get, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bus.messages import Envelope
 from bus.sqlite import Database, Tx
 from modules.inventory.db import ProductRow
 from modules.inventory.handlers import upsert_product
@@ -18,7 +20,7 @@ __all__ = ["ProductRequest", "ProductView", "inventory_routes"]
 
 DELIVERY_WAIT = 5.0
 
-Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+Sku = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
 
 class ProductRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -38,23 +40,22 @@ def inventory_routes(db: Database) -> list[HTTPRouteHandler]:
     """Build the inventory routes over the module's database."""
 
     @put("/products/{sku:str}", operation_id="putProduct", tags=["products"])
-    async def put_product(sku: str, data: ProductRequest) -> ProductView:
+    async def put_product(sku: Sku, data: JSONBody[ProductRequest]) -> ProductView:
         """Create a product or set its name, price and sellable stock."""
-        valid_sku = msgspec.convert(sku, Sku)
 
-        def write(tx: Tx) -> list[object]:
-            upsert_product(tx, valid_sku, data.name, data.price_cents, data.stock)
+        def write(tx: Tx) -> list[Envelope]:
+            upsert_product(tx, sku, data.name, data.price_cents, data.stock)
             return list(tx.emitted)
 
         envelopes = await db.transact(write)
         if db.wait_delivered is not None:
             # The order module prices orders from its own copy of the catalog:
             # wait (in process) until that copy has this product.
-            await db.wait_delivered(envelopes, DELIVERY_WAIT)  # type: ignore[arg-type]
-        return ProductView(valid_sku, data.name, data.price_cents, data.stock)
+            await db.wait_delivered(envelopes, DELIVERY_WAIT)
+        return ProductView(sku, data.name, data.price_cents, data.stock)
 
     @get("/products/{sku:str}", operation_id="getProduct", tags=["products"])
-    async def get_product(sku: str) -> ProductView:
+    async def get_product(sku: FromPath[str]) -> ProductView:
         """Read a product; ``stock`` is what can still be sold."""
         async with AsyncSession(db.reader) as session:
             row = await session.get(ProductRow, sku)

@@ -25,7 +25,9 @@ def _held_lines(tx: Tx, order_id: str) -> tuple[StockLine, ...]:
     return tuple(StockLine(sku=sku, quantity=quantity) for sku, quantity in rows)
 
 
-def _record(tx: Tx, order_id: str, status: ReservationStatus, reason: str | None, sku: str | None) -> None:
+def _record(
+    tx: Tx, order_id: str, status: ReservationStatus, reason: str | None, sku: str | None
+) -> None:
     tx.execute(
         "INSERT INTO reservations (order_id, status, reason, sku, created_at, updated_at)"
         " VALUES (?,?,?,?,?,?)",
@@ -51,8 +53,11 @@ def reserve_stock(tx: Tx, command: ReserveStock, faults: FaultPlan) -> None:
     available = dict(
         tx.execute(f"SELECT sku, stock FROM products WHERE sku IN ({marks})", list(wanted))  # noqa: S608 - placeholders only
     )
-    failure = (FailureReason.INJECTED_FAULT, None) if faults.fails("stock", order_id) else None
-    failure = failure or shortfall(wanted, available)
+    failure: tuple[FailureReason, str | None] | None = (
+        (FailureReason.INJECTED_FAULT, None)
+        if faults.fails("stock", order_id)
+        else shortfall(wanted, available)
+    )
     if failure is not None:
         _record(tx, order_id, ReservationStatus.FAILED, failure[0], failure[1])
         tx.emit(StockFailed(order_id=order_id, reason=failure[0], sku=failure[1]))

@@ -25,8 +25,11 @@ def build(
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
     db = Database(
-        data_dir / "inventory.sqlite3", "inventory", InventoryBase.metadata,
-        synchronous=synchronous, crash_points=crash_points,
+        data_dir / "inventory.sqlite3",
+        "inventory",
+        InventoryBase.metadata,
+        synchronous=synchronous,
+        crash_points=crash_points,
     )
     commands: dict[str, Route] = {
         contract.ReserveStock.TYPE: partial(reserve_stock, faults=faults or FaultPlan()),

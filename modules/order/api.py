@@ -12,7 +12,7 @@ import msgspec
 from litestar import Response, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import HeaderParameter, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -107,7 +107,7 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
 
     @post("/orders", status_code=202, operation_id="placeOrder", tags=["orders"])
     async def place(
-        data: PlaceOrderRequest,
+        data: JSONBody[PlaceOrderRequest],
         idempotency_key: Annotated[
             str | None, HeaderParameter(name="Idempotency-Key", max_length=200)
         ] = None,
@@ -125,11 +125,17 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
         try:
             order_id, _ = await db.transact(lambda tx: place_order(tx, new))
         except UnknownSkuError as exc:
-            raise ClientException(str(exc), status_code=422, extra={"unknown_skus": list(exc.skus)}) from exc
+            raise ClientException(
+                str(exc), status_code=422, extra={"unknown_skus": list(exc.skus)}
+            ) from exc
         except UnknownCustomerError as exc:
-            raise ClientException(str(exc), status_code=422, extra={"customer_id": exc.customer_id}) from exc
+            raise ClientException(
+                str(exc), status_code=422, extra={"customer_id": exc.customer_id}
+            ) from exc
         except IdempotencyConflictError as exc:
-            raise ClientException(str(exc), status_code=422, extra={"idempotency_key": exc.key}) from exc
+            raise ClientException(
+                str(exc), status_code=422, extra={"idempotency_key": exc.key}
+            ) from exc
         status = await _status(db, order_id)
         return Response(
             OrderAccepted(order_id=order_id, status=status or OrderStatus.PENDING),
@@ -139,7 +145,7 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
 
     @get("/orders/{order_id:str}", operation_id="getOrder", tags=["orders"])
     async def read(
-        order_id: str,
+        order_id: FromPath[str],
         wait: Annotated[
             float,
             QueryParameter(ge=0, le=60, description="Seconds to wait for a terminal status"),

@@ -53,9 +53,15 @@ def place_order(tx: Tx, order: NewOrder) -> tuple[str, bool]:
         "INSERT INTO orders (order_id, customer_id, status, total_cents, shipping_address,"
         " idempotency_key, request_hash, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
         (
-            order.order_id, order.customer_id, OrderStatus.PENDING, total,
-            msgspec.json.encode(address).decode(), order.idempotency_key, order.fingerprint,
-            tx.now, tx.now,
+            order.order_id,
+            order.customer_id,
+            OrderStatus.PENDING,
+            total,
+            msgspec.json.encode(address).decode(),
+            order.idempotency_key,
+            order.fingerprint,
+            tx.now,
+            tx.now,
         ),
     )
     tx.conn.executemany(
@@ -70,7 +76,10 @@ def place_order(tx: Tx, order: NewOrder) -> tuple[str, bool]:
         OrderCreated(
             order_id=order.order_id,
             customer_id=order.customer_id,
-            items=tuple(OrderLine(sku=l.sku, quantity=l.quantity, unit_price_cents=l.unit_price_cents) for l in lines),  # noqa: E741
+            items=tuple(
+                OrderLine(sku=p.sku, quantity=p.quantity, unit_price_cents=p.unit_price_cents)
+                for p in lines
+            ),
             total_cents=total,
             shipping_address=address,
         )

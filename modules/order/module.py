@@ -20,8 +20,11 @@ def build(
     data_dir: Path, *, synchronous: str = "NORMAL", crash_points: CrashPoints | None = None
 ) -> ModuleHandle:
     db = Database(
-        data_dir / "order.sqlite3", "order", OrderBase.metadata,
-        synchronous=synchronous, crash_points=crash_points,
+        data_dir / "order.sqlite3",
+        "order",
+        OrderBase.metadata,
+        synchronous=synchronous,
+        crash_points=crash_points,
     )
     waiters = TerminalWaiters()
     db.commit_hooks.append(waiters.on_commit)

@@ -8,8 +8,10 @@ import msgspec
 from litestar import get, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, JSONBody
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bus.messages import Envelope
 from bus.sqlite import Database, Tx
 from modules.payment.db import AccountRow
 from modules.payment.handlers import upsert_account
@@ -30,29 +32,31 @@ class AccountView(msgspec.Struct):
     balance_cents: int
 
 
-CustomerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+CustomerId = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+]
 
 
 def payment_routes(db: Database) -> list[HTTPRouteHandler]:
     """Build the payment routes over the module's database."""
 
     @put("/customers/{customer_id:str}", operation_id="putCustomer", tags=["customers"])
-    async def put_customer(customer_id: str, data: AccountRequest) -> AccountView:
+    async def put_customer(customer_id: CustomerId, data: JSONBody[AccountRequest]) -> AccountView:
         """Open or update a customer's payment account and set its balance."""
-        valid_id = msgspec.convert(customer_id, CustomerId)
 
-        def write(tx: Tx) -> None:
-            upsert_account(tx, valid_id, data.name, data.balance_cents)
+        def write(tx: Tx) -> list[Envelope]:
+            upsert_account(tx, customer_id, data.name, data.balance_cents)
+            return list(tx.emitted)
 
-        envelopes = await db.transact(lambda tx: (write(tx), list(tx.emitted))[1])
+        envelopes = await db.transact(write)
         if db.wait_delivered is not None:
             # Read-your-writes for the caller's next order: the order module
             # learns of the customer before this returns (in process, at least).
             await db.wait_delivered(envelopes, DELIVERY_WAIT)
-        return AccountView(valid_id, data.name, data.balance_cents)
+        return AccountView(customer_id, data.name, data.balance_cents)
 
     @get("/customers/{customer_id:str}", operation_id="getCustomer", tags=["customers"])
-    async def get_customer(customer_id: str) -> AccountView:
+    async def get_customer(customer_id: FromPath[str]) -> AccountView:
         """Read a customer's payment account."""
         async with AsyncSession(db.reader) as session:
             row = await session.get(AccountRow, customer_id)

@@ -24,11 +24,17 @@ def process_payment(tx: Tx, command: ProcessPayment, faults: FaultPlan) -> None:
     if row is not None:
         status, reason = PaymentStatus(row[0]), row[1]
         if status is PaymentStatus.CHARGED:
-            tx.emit(PaymentCompleted(order_id=order_id, customer_id=customer_id, amount_cents=amount))
+            tx.emit(
+                PaymentCompleted(order_id=order_id, customer_id=customer_id, amount_cents=amount)
+            )
         else:
             if status is not PaymentStatus.FAILED:
                 reason = FailureReason.ALREADY_REFUNDED
-            tx.emit(PaymentFailed(order_id=order_id, customer_id=customer_id, amount_cents=amount, reason=reason))
+            tx.emit(
+                PaymentFailed(
+                    order_id=order_id, customer_id=customer_id, amount_cents=amount, reason=reason
+                )
+            )
         return
     account = tx.one("SELECT balance_cents FROM accounts WHERE customer_id = ?", (customer_id,))
     failure: FailureReason | None = None
@@ -45,7 +51,11 @@ def process_payment(tx: Tx, command: ProcessPayment, faults: FaultPlan) -> None:
         (order_id, customer_id, amount, status, failure, tx.now, tx.now),
     )
     if failure is not None:
-        tx.emit(PaymentFailed(order_id=order_id, customer_id=customer_id, amount_cents=amount, reason=failure))
+        tx.emit(
+            PaymentFailed(
+                order_id=order_id, customer_id=customer_id, amount_cents=amount, reason=failure
+            )
+        )
         return
     tx.execute(
         "UPDATE accounts SET balance_cents = balance_cents - ? WHERE customer_id = ?",

@@ -25,8 +25,11 @@ def build(
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
     db = Database(
-        data_dir / "payment.sqlite3", "payment", PaymentBase.metadata,
-        synchronous=synchronous, crash_points=crash_points,
+        data_dir / "payment.sqlite3",
+        "payment",
+        PaymentBase.metadata,
+        synchronous=synchronous,
+        crash_points=crash_points,
     )
     commands: dict[str, Route] = {
         contract.ProcessPayment.TYPE: partial(process_payment, faults=faults or FaultPlan()),

@@ -8,7 +8,8 @@ __all__ = ["DEFAULT_COUNTRIES", "FailureReason", "ShipmentStatus", "parse_countr
 
 # The documented default: EU/EEA members we ship to, plus CH, GB, US and CA.
 DEFAULT_COUNTRIES = frozenset(
-    "AT BE CA CH CZ DE DK ES FI FR GB IE IT LU NL NO PL PT SE US".split()
+    {"AT", "BE", "CA", "CH", "CZ", "DE", "DK", "ES", "FI", "FR"}
+    | {"GB", "IE", "IT", "LU", "NL", "NO", "PL", "PT", "SE", "US"}
 )
 
 

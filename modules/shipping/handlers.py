@@ -47,10 +47,15 @@ def schedule_shipment(
         "INSERT INTO shipments (order_id, shipment_id, status, reason, country, destination,"
         " lines, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
         (
-            order_id, shipment_id,
-            ShipmentStatus.FAILED if failure else ShipmentStatus.SCHEDULED, failure, country,
+            order_id,
+            shipment_id,
+            ShipmentStatus.FAILED if failure else ShipmentStatus.SCHEDULED,
+            failure,
+            country,
             msgspec.json.encode(command.destination).decode(),
-            msgspec.json.encode(command.lines).decode(), tx.now, tx.now,
+            msgspec.json.encode(command.lines).decode(),
+            tx.now,
+            tx.now,
         ),
     )
     if failure is not None or shipment_id is None:

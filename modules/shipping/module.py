@@ -26,8 +26,11 @@ def build(
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
     db = Database(
-        data_dir / "shipping.sqlite3", "shipping", ShippingBase.metadata,
-        synchronous=synchronous, crash_points=crash_points,
+        data_dir / "shipping.sqlite3",
+        "shipping",
+        ShippingBase.metadata,
+        synchronous=synchronous,
+        crash_points=crash_points,
     )
     commands: dict[str, Route] = {
         contract.ScheduleShipment.TYPE: partial(

@@ -1,0 +1,149 @@
+"""An offline auditor: reads every module's SQLite file and lists broken invariants.
+
+It stands outside the modules on purpose (as an operator's audit would): the
+application never reads another module's tables, this checker reads them all,
+read-only. Used by the tests, the benchmark and the chaos run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+__all__ = ["audit", "counts"]
+
+
+@contextmanager
+def _open(data_dir: Path, name: str) -> Iterator[sqlite3.Connection]:
+    path = data_dir / f"{name}.sqlite3"
+    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        yield conn
+
+
+def _all(data_dir: Path, name: str, sql: str) -> list[tuple[Any, ...]]:
+    with _open(data_dir, name) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def counts(data_dir: Path) -> dict[str, int]:
+    """Orders by status."""
+    return dict(_all(data_dir, "order", "SELECT status, count(*) FROM orders GROUP BY status"))
+
+
+def audit(
+    data_dir: Path,
+    *,
+    initial_stock: Mapping[str, int] | None = None,
+    initial_balance: Mapping[str, int] | None = None,
+    require_terminal: bool = True,
+) -> list[str]:
+    """Every violation found, as readable lines; empty when all invariants hold."""
+    bad: list[str] = []
+    orders = {
+        oid: (status, customer, total)
+        for oid, status, customer, total in _all(
+            data_dir, "order", "SELECT order_id, status, customer_id, total_cents FROM orders"
+        )
+    }
+    items: dict[str, Counter[str]] = defaultdict(Counter)
+    for oid, sku, qty in _all(data_dir, "order", "SELECT order_id, sku, quantity FROM order_items"):
+        items[oid][sku] += qty
+    if require_terminal:
+        bad += [f"order {oid} is still {s[0]}" for oid, s in orders.items() if s[0] == "PENDING"]
+
+    # Money: at most one charge and one refund per order, refunds match charges.
+    ledger: dict[str, dict[str, int]] = defaultdict(dict)
+    for oid, customer, kind, amount in _all(
+        data_dir, "payment", "SELECT order_id, customer_id, kind, amount_cents FROM ledger"
+    ):
+        if kind in ledger[oid]:
+            bad.append(f"order {oid} has two {kind} entries")
+        ledger[oid][kind] = amount
+        if oid not in orders:
+            bad.append(f"ledger entry for unknown order {oid}")
+        elif orders[oid][1] != customer:
+            bad.append(f"order {oid} charged to the wrong customer {customer}")
+    net_by_customer: Counter[str] = Counter()
+    for oid, moves in ledger.items():
+        charge, refund = moves.get("CHARGE", 0), moves.get("REFUND")
+        if refund is not None and refund != charge:
+            bad.append(f"order {oid} refunded {refund} of a charge of {charge}")
+        if oid in orders:
+            net_by_customer[orders[oid][1]] += charge - (refund or 0)
+    completed_by_customer: Counter[str] = Counter()
+    for oid, (status, customer, total) in orders.items():
+        moves = ledger.get(oid, {})
+        if status == "COMPLETED":
+            completed_by_customer[customer] += total
+            if moves.get("CHARGE") != total or "REFUND" in moves:
+                bad.append(
+                    f"completed order {oid} has ledger {moves}, expected one charge of {total}"
+                )
+        elif status == "CANCELLED" and moves.get("CHARGE", 0) != (moves.get("REFUND") or 0):
+            bad.append(f"cancelled order {oid} kept money: {moves}")
+    for customer in set(net_by_customer) | set(completed_by_customer):
+        if net_by_customer[customer] != completed_by_customer[customer]:
+            bad.append(
+                f"customer {customer}: charges - refunds = {net_by_customer[customer]},"
+                f" completed orders = {completed_by_customer[customer]}"
+            )
+    balances = dict(_all(data_dir, "payment", "SELECT customer_id, balance_cents FROM accounts"))
+    for customer, start in (initial_balance or {}).items():
+        if start - balances.get(customer, 0) != net_by_customer[customer]:
+            bad.append(
+                f"customer {customer}: balance moved {start - balances.get(customer, 0)},"
+                f" ledger says {net_by_customer[customer]}"
+            )
+
+    # Stock: held units are exactly the completed orders' quantities.
+    held: Counter[str] = Counter()
+    reservations = dict(_all(data_dir, "inventory", "SELECT order_id, status FROM reservations"))
+    for _oid, sku, qty in _all(
+        data_dir,
+        "inventory",
+        "SELECT l.order_id, l.sku, l.quantity FROM reservation_lines l"
+        " JOIN reservations r USING (order_id) WHERE r.status = 'RESERVED'",
+    ):
+        held[sku] += qty
+    sold: Counter[str] = Counter()
+    for oid, (status, _, _) in orders.items():
+        if status == "COMPLETED":
+            sold.update(items[oid])
+            if reservations.get(oid) != "RESERVED":
+                bad.append(f"completed order {oid} has reservation {reservations.get(oid)}")
+        elif status == "CANCELLED" and reservations.get(oid) == "RESERVED":
+            bad.append(f"cancelled order {oid} still holds stock")
+    if require_terminal and +held != +sold:
+        bad.append(f"held stock {dict(held)} != completed quantities {dict(sold)}")
+    stock = dict(_all(data_dir, "inventory", "SELECT sku, stock FROM products"))
+    bad += [f"sku {sku} has negative stock {n}" for sku, n in stock.items() if n < 0]
+    for sku, start in (initial_stock or {}).items():
+        if start - stock.get(sku, 0) != held[sku]:
+            bad.append(f"sku {sku}: stock moved {start - stock.get(sku, 0)}, held {held[sku]}")
+
+    # Shipping: exactly one scheduled shipment per completed order, none otherwise.
+    shipments = dict(_all(data_dir, "shipping", "SELECT order_id, status FROM shipments"))
+    for oid, (status, _, _) in orders.items():
+        scheduled = shipments.get(oid) == "SCHEDULED"
+        if status == "COMPLETED" and not scheduled:
+            bad.append(f"completed order {oid} has shipment {shipments.get(oid)}")
+        if status == "CANCELLED" and scheduled:
+            bad.append(f"cancelled order {oid} still has a scheduled shipment")
+
+    # Nothing left behind in any outbox; nothing parked as a dead letter.
+    for name in ("order", "payment", "inventory", "shipping", "checkout"):
+        if not (data_dir / f"{name}.sqlite3").exists():
+            continue
+        ((pending,),) = _all(
+            data_dir, name, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL"
+        )
+        if require_terminal and pending:
+            bad.append(f"{name}: {pending} outbox messages undelivered")
+        ((dead,),) = _all(data_dir, name, "SELECT count(*) FROM dead_letter")
+        if dead:
+            bad.append(f"{name}: {dead} dead letters")
+    return bad
