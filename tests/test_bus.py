@@ -1,0 +1,207 @@
+"""The bus's own promises: group commit, outbox, inbox, relay, retries and dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from functools import partial
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table
+
+from bus.consumer import Consumer
+from bus.memory import DuplicateHandlerError, InMemoryTransport
+from bus.messages import Command, Envelope, Event, MessageRegistry
+from bus.relay import OutboxRelay
+from bus.sqlite import Database, Tx
+from tests.support import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+class Ping(Command, frozen=True, kw_only=True):
+    TYPE = "test.Ping"
+    order_id: str
+    n: int
+
+
+class Pinged(Event, frozen=True, kw_only=True):
+    TYPE = "test.Pinged"
+    order_id: str
+    n: int
+
+
+def _metadata() -> MetaData:
+    from bus.tables import add_bus_tables
+
+    metadata = MetaData()
+    Table("effects", metadata, Column("id", Integer, primary_key=True), Column("what", String))
+    add_bus_tables(metadata)
+    return metadata
+
+
+@pytest.fixture
+def registry() -> MessageRegistry:
+    return MessageRegistry.from_contracts([Ping, Pinged])
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    async with Database(tmp_path / "t.sqlite3", "test", _metadata()) as database:
+        yield database
+
+
+def _emit(order_id: str, n: int, tx: Tx) -> Envelope:
+    return tx.emit(Pinged(order_id=order_id, n=n))
+
+
+def _effects(db: Database) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(db.path) as conn:
+        return [what for (what,) in conn.execute("SELECT what FROM effects ORDER BY id")]
+
+
+async def test_a_failing_job_rolls_back_alone_in_a_group_commit(db: Database) -> None:
+    def good(name: str):
+        return lambda tx: tx.execute("INSERT INTO effects (what) VALUES (?)", (name,))
+
+    def bad(tx: Tx) -> None:
+        tx.execute("INSERT INTO effects (what) VALUES ('bad')")
+        raise ValueError("boom")
+
+    outcomes = await db.run_all([(good("a"), None), (bad, None), (good("b"), None)])
+
+    assert [o.error is None for o in outcomes] == [True, False, True]
+    assert _effects(db) == ["a", "b"]
+    assert db.commits == 1
+
+
+async def test_many_concurrent_callers_share_few_commits(db: Database) -> None:
+    async def one(n: int) -> None:
+        await db.transact(lambda tx: tx.execute("INSERT INTO effects (what) VALUES (?)", (str(n),)))
+
+    async with anyio.create_task_group() as tg:
+        for n in range(200):
+            tg.start_soon(one, n)
+
+    assert len(_effects(db)) == 200
+    assert db.commits < 200
+
+
+async def test_emitted_messages_are_in_the_outbox_only_if_the_job_commits(db: Database) -> None:
+    def emit_then_fail(tx: Tx) -> None:
+        tx.emit(Pinged(order_id="o1", n=1))
+        raise ValueError("no")
+
+    (outcome,) = await db.run_all([(emit_then_fail, None)])
+    envelope = await db.transact(lambda tx: tx.emit(Pinged(order_id="o1", n=2)))
+
+    assert outcome.error is not None
+    rows = await db.transact(
+        lambda tx: tx.execute("SELECT message_id, type FROM outbox").fetchall()
+    )
+    assert rows == [(envelope.message_id, "test.Pinged")]
+
+
+async def test_consumer_skips_a_message_it_has_already_processed(db: Database) -> None:
+    seen: list[int] = []
+    consumer = Consumer("c", db, {Ping.TYPE: lambda tx, m: seen.append(m.n)})
+    envelope = await db.transact(lambda tx: tx.emit(Ping(order_id="o1", n=7)))
+
+    await consumer([envelope, envelope])
+    await consumer([envelope])
+
+    assert seen == [7]
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered_and_others_go_on(db: Database) -> None:
+    seen: list[int] = []
+
+    def handler(tx: Tx, message: Ping) -> None:
+        if message.n == 1:
+            raise RuntimeError("always")
+        seen.append(message.n)
+
+    consumer = Consumer("c", db, {Ping.TYPE: handler}, max_attempts=3, retry_delay=0.001)
+    first = await db.transact(lambda tx: tx.emit(Ping(order_id="o1", n=1)))
+    second = await db.transact(lambda tx: tx.emit(Ping(order_id="o2", n=2)))
+
+    await consumer([first, second])
+
+    assert seen == [2]
+    dead = await db.transact(
+        lambda tx: tx.execute("SELECT message_id, attempts, error FROM dead_letter").fetchall()
+    )
+    assert [(d[0], d[1]) for d in dead] == [(first.message_id, 3)]
+    assert "always" in dead[0][2]
+
+
+async def test_relay_recovers_undelivered_outbox_rows_in_commit_order(
+    tmp_path: Path, registry: MessageRegistry
+) -> None:
+    path = tmp_path / "r.sqlite3"
+    async with Database(path, "test", _metadata()) as db:
+        for n in range(5):
+            await db.transact(partial(_emit, "o1", n))
+    # A restart: nothing was published before; the new relay finds all five.
+    received: list[int] = []
+    transport = InMemoryTransport(registry)
+
+    async def handler(batch: Sequence[Envelope]) -> None:
+        received.extend(e.message.n for e in batch)  # type: ignore[attr-defined]
+
+    transport.subscribe("s", [Pinged.TYPE], handler)
+    async with Database(path, "test", _metadata()) as db, anyio.create_task_group() as tg:
+        relay = OutboxRelay(db, transport, registry)
+        assert await relay.recover() == 5
+        tg.start_soon(transport.run)
+        await wait_for(lambda: len(received) == 5)
+        pending = "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL"
+        await wait_for(lambda: _scalar(path, pending) == 0)
+        tg.cancel_scope.cancel()
+    assert received == [0, 1, 2, 3, 4]
+
+
+def _scalar(path: Path, sql: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        value: int = conn.execute(sql).fetchone()[0]
+        return value
+
+
+async def test_events_fan_out_but_a_command_has_one_handler(registry: MessageRegistry) -> None:
+    transport = InMemoryTransport(registry)
+
+    async def handler(batch: Sequence[Envelope]) -> None:
+        return None
+
+    transport.subscribe("a", [Ping.TYPE, Pinged.TYPE], handler)
+    transport.subscribe("b", [Pinged.TYPE], handler)
+    with pytest.raises(DuplicateHandlerError):
+        transport.subscribe("c", [Ping.TYPE], handler)
+
+
+async def test_transport_keeps_publish_order_per_subscription(
+    db: Database, registry: MessageRegistry
+) -> None:
+    transport = InMemoryTransport(registry)
+    received: list[tuple[str, int]] = []
+
+    async def handler(batch: Sequence[Envelope]) -> None:
+        received.extend((e.correlation_id, e.message.n) for e in batch)  # type: ignore[attr-defined]
+
+    transport.subscribe("s", [Pinged.TYPE], handler)
+    relay = OutboxRelay(db, transport, registry)
+    assert relay is not None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(transport.run)
+        for n in range(50):
+            await db.transact(partial(_emit, f"o{n % 3}", n))
+        await wait_for(lambda: len(received) == 50)
+        tg.cancel_scope.cancel()
+    for key in ("o0", "o1", "o2"):
+        ns = [n for k, n in received if k == key]
+        assert ns == sorted(ns)
