@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from bus.module import ModuleHandle
 from bus.ports import Transport
 from bus.relay import OutboxRelay
 from checkout import module as checkout_module
+from checkout.choreography import choreography_routes
+from checkout.modes import claim_mode
 from checkout.policies import REFERENCE_DATA, reactions
 from modules import inventory, order, payment, shipping
 from modules.inventory import module as inventory_module
@@ -67,6 +70,7 @@ class System:
     transport: Transport
     modules: list[ModuleHandle]
     relays: list[OutboxRelay]
+    saga_mode: str
     health: dict[str, str] = field(default_factory=dict)
 
     @asynccontextmanager
@@ -74,6 +78,10 @@ class System:
         async with AsyncExitStack() as stack:
             for module in self.modules:
                 await stack.enter_async_context(module.db)
+            checkout = next(m for m in self.modules if m.name == "checkout")
+            previous = await checkout.db.transact(partial(claim_mode, mode=self.saga_mode))
+            if previous is not None:
+                log.info("saga mode changed from %s to %s", previous, self.saga_mode)
             # Whatever a previous run committed but did not deliver goes first.
             for relay in self.relays:
                 await relay.recover()
@@ -94,8 +102,7 @@ class System:
 
 def build_system(settings: Settings, *, transport: Transport | None = None) -> System:
     """Build every module and wire them to the bus; nothing runs yet."""
-    if settings.saga != "orchestration":
-        raise SystemExit(f"saga mode {settings.saga!r} is not available; use 'orchestration'")
+    orchestrate = settings.saga == "orchestration"
     data_dir = settings.data_dir
     faults = FaultPlan.parse(settings.faults, settings.fault_seed)
     crash = CrashPoints.parse(settings.crash_at)
@@ -105,7 +112,7 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
     )
     bus = transport or InMemoryTransport(registry)
     checkout, tracker = checkout_module.build(
-        data_dir, registry, stuck_after=settings.stuck_after, **common
+        data_dir, registry, orchestrate=orchestrate, stuck_after=settings.stuck_after, **common
     )
     modules = [
         order_module.build(data_dir, **common),
@@ -122,12 +129,13 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
         routes: dict[str, Route] = {
             **module.commands,
             **reactions(module.name, module.commands, REFERENCE_DATA),
+            **({} if orchestrate else choreography_routes(module.name, module.commands)),
         }
         consumer = Consumer(module.name, module.db, routes)
         bus.subscribe(module.name, consumer.types, consumer)
     observer = Consumer("tracker", checkout.db, {}, observer=tracker.record, dedupe=False)
     bus.subscribe("tracker", None, observer)
-    return System(registry, bus, modules, relays)
+    return System(registry, bus, modules, relays, settings.saga)
 
 
 def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:

@@ -1,9 +1,11 @@
 """Test and demo hooks: named crash points that kill the process on the spot.
 
 A crash point is reached by name (``before-commit:payment``,
-``after-commit:payment``, ``after-publish:payment``, ...). When the configured
-point is reached for the configured time, the process sends itself SIGKILL: no
-cleanup, no flushing, exactly what a crash at that line would leave behind.
+``after-commit:payment``, ``after-publish:payment``, ...), counted over the
+transactions that emit messages, which are the saga's step boundaries. When
+the configured point is reached for the configured time, the process sends
+itself SIGKILL: no cleanup, no flushing, exactly what a crash at that line
+would leave behind.
 """
 
 from __future__ import annotations

@@ -68,12 +68,14 @@ class Tx:
     its saga context along.
     """
 
-    __slots__ = ("_db", "cause", "conn", "emitted", "now")
+    __slots__ = ("_db", "cause", "conn", "context", "emitted", "now")
 
     def __init__(self, db: Database, conn: sqlite3.Connection, cause: Envelope | None) -> None:
         self._db = db
         self.conn = conn
         self.cause = cause
+        # The saga context that emitted messages carry on (see Envelope.context).
+        self.context = cause.context if cause is not None else None
         self.emitted: list[Envelope] = []
         self.now = db.clock()
 
@@ -93,8 +95,8 @@ class Tx:
     ) -> Envelope:
         cause = self.cause
         payload = msgspec.json.encode(message)
-        if context is None and cause is not None:
-            context = cause.context
+        if context is None:
+            context = self.context
         row = (
             message_id or new_id(),
             message.TYPE,
@@ -278,7 +280,7 @@ class Database:
                 else:
                     emitted.extend(tx.emitted)
                 conn.execute("RELEASE job")
-            if self.crash_points is not None:
+            if self.crash_points is not None and emitted:
                 self.crash_points.reached(f"before-commit:{self.name}")
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -293,7 +295,7 @@ class Database:
             log.exception("commit failed on %s", self.name)
             return []
         self.commits += 1
-        if self.crash_points is not None:
+        if self.crash_points is not None and emitted:
             self.crash_points.reached(f"after-commit:{self.name}")
         return emitted
 

@@ -8,7 +8,7 @@ from sqlmodel import Field, SQLModel
 
 from bus.tables import add_bus_tables
 
-__all__ = ["CheckoutBase", "SagaRow", "TimelineRow", "TrackedSagaRow"]
+__all__ = ["CheckoutBase", "SagaRow", "SettingRow", "TimelineRow", "TrackedSagaRow"]
 
 
 class CheckoutBase(SQLModel, registry=registry()):
@@ -62,3 +62,12 @@ class TrackedSagaRow(CheckoutBase, table=True):
 
 
 add_bus_tables(CheckoutBase.metadata)
+
+
+class SettingRow(CheckoutBase, table=True):
+    """Facts about how this data directory is run (the saga mode)."""
+
+    __tablename__ = "system_settings"
+
+    key: str = Field(primary_key=True)
+    value: str

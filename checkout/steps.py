@@ -73,7 +73,7 @@ STEPS: tuple[Step, ...] = (
         ),
         succeeded=payment.PaymentCompleted.TYPE,
         failed=frozenset({payment.PaymentFailed.TYPE}),
-        compensation=lambda o, _: payment.RefundPayment(order_id=o.order_id),
+        compensation=lambda o, why: payment.RefundPayment(order_id=o.order_id, reason=why),
         compensated=payment.PaymentRefunded.TYPE,
     ),
     Step(
@@ -82,7 +82,7 @@ STEPS: tuple[Step, ...] = (
         action=lambda o: inventory.ReserveStock(order_id=o.order_id, lines=_stock_lines(o)),
         succeeded=inventory.StockReserved.TYPE,
         failed=frozenset({inventory.StockFailed.TYPE}),
-        compensation=lambda o, _: inventory.ReleaseStock(order_id=o.order_id),
+        compensation=lambda o, why: inventory.ReleaseStock(order_id=o.order_id, reason=why),
         compensated=inventory.StockReleased.TYPE,
     ),
     Step(

@@ -23,7 +23,7 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-@pytest.fixture(params=["orchestration"])
+@pytest.fixture(params=["orchestration", "choreography"])
 def saga_mode(request: pytest.FixtureRequest) -> str:
     mode: str = request.param
     return mode

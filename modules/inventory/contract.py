@@ -62,15 +62,20 @@ class ReleaseStock(Command, frozen=True, kw_only=True):
     TYPE = "inventory.ReleaseStock"
     COMPENSATION = True
     order_id: str
+    reason: str | None = None
 
 
 class StockReleased(Event, frozen=True, kw_only=True):
-    """Emitted once per released order, with the lines put back (empty if none were held)."""
+    """Emitted once per released order, with the lines put back (empty if none were held).
+
+    ``reason`` repeats the release request's reason.
+    """
 
     TYPE = "inventory.StockReleased"
     COMPENSATION = True
     order_id: str
     lines: tuple[StockLine, ...]
+    reason: str | None = None
 
 
 class ProductUpdated(Event, frozen=True, kw_only=True):

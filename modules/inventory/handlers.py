@@ -84,7 +84,7 @@ def release_stock(tx: Tx, command: ReleaseStock) -> None:
     row = tx.one("SELECT status FROM reservations WHERE order_id = ?", (order_id,))
     if row is None:
         _record(tx, order_id, ReservationStatus.VOIDED, None, None)
-        tx.emit(StockReleased(order_id=order_id, lines=()))
+        tx.emit(StockReleased(order_id=order_id, lines=(), reason=command.reason))
         return
     status = ReservationStatus(row[0])
     lines = _held_lines(tx, order_id)
@@ -99,7 +99,7 @@ def release_stock(tx: Tx, command: ReleaseStock) -> None:
         )
         status = ReservationStatus.RELEASED
     released = lines if status is ReservationStatus.RELEASED else ()
-    tx.emit(StockReleased(order_id=order_id, lines=released))
+    tx.emit(StockReleased(order_id=order_id, lines=released, reason=command.reason))
 
 
 def upsert_product(tx: Tx, sku: str, name: str, price_cents: int, stock: int) -> ProductUpdated:

@@ -60,16 +60,21 @@ class RefundPayment(Command, frozen=True, kw_only=True):
     TYPE = "payment.RefundPayment"
     COMPENSATION = True
     order_id: str
+    reason: str | None = None
 
 
 class PaymentRefunded(Event, frozen=True, kw_only=True):
-    """Emitted once per refunded order; ``amount_cents`` is 0 when nothing had been charged."""
+    """Emitted once per refunded order; ``amount_cents`` is 0 when nothing had been charged.
+
+    ``reason`` repeats the refund request's reason.
+    """
 
     TYPE = "payment.PaymentRefunded"
     COMPENSATION = True
     order_id: str
     customer_id: str | None
     amount_cents: Cents
+    reason: str | None = None
 
 
 class CustomerUpdated(Event, frozen=True, kw_only=True):

@@ -80,7 +80,11 @@ def refund_payment(tx: Tx, command: RefundPayment) -> None:
             " updated_at) VALUES (?,?,?,?,?,?)",
             (order_id, None, 0, PaymentStatus.VOIDED, tx.now, tx.now),
         )
-        tx.emit(PaymentRefunded(order_id=order_id, customer_id=None, amount_cents=0))
+        tx.emit(
+            PaymentRefunded(
+                order_id=order_id, customer_id=None, amount_cents=0, reason=command.reason
+            )
+        )
         return
     status, customer_id, amount = PaymentStatus(row[0]), row[1], row[2]
     if status is PaymentStatus.CHARGED:
@@ -98,7 +102,11 @@ def refund_payment(tx: Tx, command: RefundPayment) -> None:
         )
         status = PaymentStatus.REFUNDED
     refunded = amount if status is PaymentStatus.REFUNDED else 0
-    tx.emit(PaymentRefunded(order_id=order_id, customer_id=customer_id, amount_cents=refunded))
+    tx.emit(
+        PaymentRefunded(
+            order_id=order_id, customer_id=customer_id, amount_cents=refunded, reason=command.reason
+        )
+    )
 
 
 def upsert_account(tx: Tx, customer_id: str, name: str, balance_cents: int) -> CustomerUpdated:
