@@ -146,7 +146,8 @@ async def test_timeline_lists_every_step_in_causal_order_with_modules(client, da
             ("checkout", "shipping.ScheduleShipment"),
             ("checkout", "order.CompleteOrder"),
         ]
-        interleaved = [events[0]] + [x for pair in zip(commands, events[1:], strict=True) for x in pair]
+        pairs = zip(commands, events[1:], strict=True)
+        interleaved = [events[0]] + [x for pair in pairs for x in pair]
         assert [(e["module"], e["type"]) for e in timeline] == interleaved
     assert all(e["at"] for e in timeline)
     sagas = (await client.get("/sagas", params={"status": "COMPLETED"})).json()
