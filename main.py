@@ -33,6 +33,7 @@ from checkout import module as checkout_module
 from checkout.choreography import choreography_routes
 from checkout.modes import claim_mode
 from checkout.policies import REFERENCE_DATA, reactions
+from checkout.watch import watch_stuck_sagas
 from modules import inventory, order, payment, shipping
 from modules.inventory import module as inventory_module
 from modules.order import module as order_module
@@ -71,6 +72,7 @@ class System:
     modules: list[ModuleHandle]
     relays: list[OutboxRelay]
     saga_mode: str
+    stuck_after: float
     health: dict[str, str] = field(default_factory=dict)
 
     @asynccontextmanager
@@ -87,6 +89,11 @@ class System:
                 await relay.recover()
             task_group = await stack.enter_async_context(anyio.create_task_group())
             task_group.start_soon(self._supervise, "transport", self.transport.run)
+            task_group.start_soon(
+                self._supervise,
+                "stuck-saga-watch",
+                partial(watch_stuck_sagas, checkout.db, self.stuck_after),
+            )
             stack.callback(task_group.cancel_scope.cancel)
             yield self
 
@@ -135,7 +142,7 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
         bus.subscribe(module.name, consumer.types, consumer)
     observer = Consumer("tracker", checkout.db, {}, observer=tracker.record, dedupe=False)
     bus.subscribe("tracker", None, observer)
-    return System(registry, bus, modules, relays, settings.saga)
+    return System(registry, bus, modules, relays, settings.saga, settings.stuck_after)
 
 
 def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:
@@ -173,6 +180,7 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
         lifespan=[lifespan],
         exception_handlers={msgspec.ValidationError: bad_input},
         request_max_body_size=MAX_BODY_BYTES,
+        logging_config=None,  # main() configures logging for the whole process
         openapi_config=OpenAPIConfig(title="Saga checkout", version="0.1.0"),
     )
     app.state.system = system

@@ -25,11 +25,13 @@ class Step:
     Attributes:
         name: stable name, stored in saga state.
         module: the module that runs it.
+        command: the wire type of the step's command.
         action: builds the step's command from the order; None for the first
             step, which the order module has already done when the saga starts.
         succeeded: the reply type that completes the step.
         failed: the reply types that mean the step did nothing and the saga must
             compensate (with the reply's ``reason``).
+        undo: the wire type of the command that undoes the step.
         compensation: builds the command that undoes the step; None when there
             is nothing to undo.
         compensated: the reply type that confirms the undo.
@@ -37,9 +39,11 @@ class Step:
 
     name: str
     module: str
+    command: str | None
     action: Callable[[order.OrderCreated], Command] | None
     succeeded: str
     failed: frozenset[str]
+    undo: str | None
     compensation: Callable[[order.OrderCreated, str], Command] | None
     compensated: str | None
 
@@ -59,35 +63,42 @@ STEPS: tuple[Step, ...] = (
     Step(
         name="order",
         module="order",
+        command=None,
         action=None,
         succeeded=order.OrderCreated.TYPE,
         failed=frozenset(),
+        undo=order.CancelOrder.TYPE,
         compensation=lambda o, reason: order.CancelOrder(order_id=o.order_id, reason=reason),
         compensated=order.OrderCancelled.TYPE,
     ),
     Step(
         name="payment",
         module="payment",
+        command=payment.ProcessPayment.TYPE,
         action=lambda o: payment.ProcessPayment(
             order_id=o.order_id, customer_id=o.customer_id, amount_cents=o.total_cents
         ),
         succeeded=payment.PaymentCompleted.TYPE,
         failed=frozenset({payment.PaymentFailed.TYPE}),
+        undo=payment.RefundPayment.TYPE,
         compensation=lambda o, why: payment.RefundPayment(order_id=o.order_id, reason=why),
         compensated=payment.PaymentRefunded.TYPE,
     ),
     Step(
         name="stock",
         module="inventory",
+        command=inventory.ReserveStock.TYPE,
         action=lambda o: inventory.ReserveStock(order_id=o.order_id, lines=_stock_lines(o)),
         succeeded=inventory.StockReserved.TYPE,
         failed=frozenset({inventory.StockFailed.TYPE}),
+        undo=inventory.ReleaseStock.TYPE,
         compensation=lambda o, why: inventory.ReleaseStock(order_id=o.order_id, reason=why),
         compensated=inventory.StockReleased.TYPE,
     ),
     Step(
         name="shipping",
         module="shipping",
+        command=shipping.ScheduleShipment.TYPE,
         action=lambda o: shipping.ScheduleShipment(
             order_id=o.order_id,
             destination=_destination(o),
@@ -95,16 +106,19 @@ STEPS: tuple[Step, ...] = (
         ),
         succeeded=shipping.ShipmentScheduled.TYPE,
         failed=frozenset({shipping.ShipmentFailed.TYPE}),
+        undo=shipping.CancelShipment.TYPE,
         compensation=lambda o, _: shipping.CancelShipment(order_id=o.order_id),
         compensated=shipping.ShipmentCancelled.TYPE,
     ),
     Step(
         name="complete",
         module="order",
+        command=order.CompleteOrder.TYPE,
         action=lambda o: order.CompleteOrder(order_id=o.order_id),
         succeeded=order.OrderCompleted.TYPE,
         # The order was cancelled by someone else: undo everything before it.
         failed=frozenset({order.OrderCancelled.TYPE}),
+        undo=None,
         compensation=None,
         compensated=None,
     ),

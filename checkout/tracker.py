@@ -15,9 +15,12 @@ _CANCELLED = "order.OrderCancelled"
 
 
 def _step_of_types() -> dict[str, str]:
+    """The step a saga is at after each message type: the awaited one."""
     steps: dict[str, str] = {}
-    for step in STEPS:
-        for name in (step.succeeded, *step.failed, step.compensated):
+    for index, step in enumerate(STEPS):
+        after_success = STEPS[index + 1].name if index + 1 < len(STEPS) else step.name
+        steps.setdefault(step.succeeded, after_success)
+        for name in (step.command, *step.failed, step.undo, step.compensated):
             if name is not None:
                 steps.setdefault(name, step.name)
     return steps
