@@ -22,6 +22,7 @@ from litestar import Litestar, MediaType, Request, Response, get
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
 
+from bus.chaos import ChaosPlan, ChaosTransport
 from bus.consumer import Consumer, Route
 from bus.faults import CrashPoints, FaultPlan
 from bus.memory import InMemoryTransport
@@ -29,6 +30,7 @@ from bus.messages import MessageRegistry
 from bus.module import ModuleHandle
 from bus.ports import Transport
 from bus.relay import OutboxRelay
+from bus.retry import RetryPolicy
 from checkout import module as checkout_module
 from checkout.choreography import choreography_routes
 from checkout.modes import claim_mode
@@ -60,6 +62,9 @@ class Settings:
     ship_countries: str = ""
     stuck_after: float = 60.0
     crash_at: str = ""
+    retry: str = ""
+    chaos: str = ""
+    chaos_seed: int = 0
     log_level: str = "INFO"
 
 
@@ -71,6 +76,7 @@ class System:
     transport: Transport
     modules: list[ModuleHandle]
     relays: list[OutboxRelay]
+    consumers: list[Consumer]
     saga_mode: str
     stuck_after: float
     health: dict[str, str] = field(default_factory=dict)
@@ -89,6 +95,8 @@ class System:
                 await relay.recover()
             task_group = await stack.enter_async_context(anyio.create_task_group())
             task_group.start_soon(self._supervise, "transport", self.transport.run)
+            for consumer in self.consumers:
+                task_group.start_soon(self._supervise, f"retry:{consumer.name}", consumer.run)
             task_group.start_soon(
                 self._supervise,
                 "stuck-saga-watch",
@@ -113,11 +121,15 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
     data_dir = settings.data_dir
     faults = FaultPlan.parse(settings.faults, settings.fault_seed)
     crash = CrashPoints.parse(settings.crash_at)
+    chaos = ChaosPlan.parse(settings.chaos, settings.chaos_seed)
+    policy = RetryPolicy.parse(settings.retry)
     common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
     registry = MessageRegistry.from_contracts(
         order.MESSAGES, payment.MESSAGES, inventory.MESSAGES, shipping.MESSAGES
     )
     bus = transport or InMemoryTransport(registry)
+    if chaos is not None:
+        bus = ChaosTransport(bus, chaos)
     checkout, tracker = checkout_module.build(
         data_dir, registry, orchestrate=orchestrate, stuck_after=settings.stuck_after, **common
     )
@@ -130,7 +142,7 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
         ),
         checkout,
     ]
-    relays = []
+    relays, consumers = [], []
     for module in modules:
         relays.append(OutboxRelay(module.db, bus, registry))
         routes: dict[str, Route] = {
@@ -138,11 +150,16 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
             **reactions(module.name, module.commands, REFERENCE_DATA),
             **({} if orchestrate else choreography_routes(module.name, module.commands)),
         }
-        consumer = Consumer(module.name, module.db, routes)
-        bus.subscribe(module.name, consumer.types, consumer)
-    observer = Consumer("tracker", checkout.db, {}, observer=tracker.record, dedupe=False)
-    bus.subscribe("tracker", None, observer)
-    return System(registry, bus, modules, relays, settings.saga, settings.stuck_after)
+        consumers.append(
+            Consumer(module.name, module.db, routes, registry, policy=policy, chaos=chaos)
+        )
+    consumers.append(
+        Consumer("tracker", checkout.db, {}, registry, observer=tracker.record, dedupe=False,
+                 policy=policy)
+    )  # fmt: skip
+    for consumer in consumers:
+        bus.subscribe(consumer.name, consumer.types, consumer)
+    return System(registry, bus, modules, relays, consumers, settings.saga, settings.stuck_after)
 
 
 def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:
@@ -221,6 +238,18 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default=Settings.stuck_after,
         help="seconds before a running saga counts as stuck",
     )
+    parser.add_argument(
+        "--retry",
+        default="",
+        help="retry policy for failing handlers, e.g. attempts=5,base=0.05,cap=5 (the default)",
+    )
+    parser.add_argument(
+        "--chaos",
+        default="",
+        help="inject bus faults: duplicate, delay, exception, hang rates, for all types or per"
+        " type, e.g. 'duplicate=0.05,hang=0.01;payment.ProcessPayment:exception=0.2'",
+    )
+    parser.add_argument("--chaos-seed", type=int, default=0)
     parser.add_argument("--crash-at", default="", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
 import anyio
-import msgspec
 
-from bus.errors import MessageDecodeError, UnknownMessageTypeError
-from bus.messages import Envelope
+from bus.chaos import ChaosPlan, InjectedFaultError
+from bus.errors import BusError, UnknownMessageTypeError
+from bus.messages import Envelope, MessageRegistry
+from bus.retry import RetryPolicy
 from bus.sqlite import Database, Tx
 
 __all__ = ["Consumer", "Route"]
@@ -22,7 +22,14 @@ log = logging.getLogger(__name__)
 Route = Callable[[Tx, Any], None]
 """A handler as the consumer calls it: runs inside the module's transaction."""
 
-_PERMANENT = (MessageDecodeError, UnknownMessageTypeError, msgspec.ValidationError)
+_OPEN = "('RETRYING', 'DEAD')"
+_COLUMNS = (
+    "message_id, type, version, correlation_id, causation_id, source, occurred_at, payload, context"
+)
+
+
+class _WaitingBehindError(BusError):
+    """An earlier message of the same order is parked: this one waits behind it."""
 
 
 class Consumer:
@@ -30,11 +37,14 @@ class Consumer:
 
     Each envelope is handled in its own savepoint of a group commit, together
     with its inbox row: the effect, the messages it emits and the record that
-    it was processed commit or roll back as one. A message seen before (same
-    consumer, same message id) is skipped, so redelivery has no second effect.
-    A failing envelope is retried with exponential backoff; after
-    ``max_attempts`` (or at once, if it cannot be decoded or routed) it is
-    parked in the dead-letter table and the batch moves on.
+    it was processed commit or roll back as one, and a message seen before is
+    skipped. A message whose handler fails is parked in the module's
+    ``dead_letter`` table in that same transaction (so the transport can move
+    on: other orders keep flowing) and retried from there with backoff while
+    the error is transient; later messages of the same order wait behind it,
+    which keeps each order's messages in sequence. Once the attempts are spent,
+    or at once for an error that is not transient, it is DEAD until an operator
+    replays or discards it.
     """
 
     def __init__(
@@ -42,32 +52,77 @@ class Consumer:
         name: str,
         db: Database,
         routes: Mapping[str, Route],
+        registry: MessageRegistry,
         *,
         observer: Callable[[Tx, Envelope], None] | None = None,
         dedupe: bool = True,
-        max_attempts: int = 5,
-        retry_delay: float = 0.02,
+        policy: RetryPolicy | None = None,
+        chaos: ChaosPlan | None = None,
+        handler_timeout: float = 1.0,
     ) -> None:
         self.name = name
         self.db = db
         self.routes = dict(routes)
+        self.registry = registry
         self.observer = observer
         self.dedupe = dedupe
-        self.max_attempts = max_attempts
-        self.retry_delay = retry_delay
+        self.policy = policy or RetryPolicy()
+        self.chaos = chaos
+        self.handler_timeout = handler_timeout
+        # Orders with an open parked message. Read and written only inside
+        # jobs, which the database runs one at a time in its writer thread.
+        self._blocked: set[str] = set()
+        self._wakeup = anyio.Event()
 
     @property
     def types(self) -> list[str] | None:
         """The types to subscribe to; None (all of them) for an observer."""
         return None if self.observer is not None else list(self.routes)
 
-    async def __call__(self, batch: Sequence[Envelope]) -> None:
-        outcomes = await self.db.run_all([(partial(self._handle, env), env) for env in batch])
-        for envelope, outcome in zip(batch, outcomes, strict=True):
-            if outcome.error is not None:
-                await self._retry(envelope, outcome.error)
+    # -- the subscription ------------------------------------------------------
 
-    def _handle(self, envelope: Envelope, tx: Tx) -> None:
+    async def __call__(self, batch: Sequence[Envelope]) -> None:
+        hung = await self._hang(batch)
+        calls = [(partial(self._handle, env, env.message_id in hung), env) for env in batch]
+        outcomes = await self.db.run_all(calls)
+        failed = [o.error for o in outcomes if o.error is not None]
+        if failed:
+            # The transaction itself failed (not a handler): nothing of it
+            # stands, so forget what it blocked and let the transport retry.
+            await self.db.transact(self._load_blocked)
+            raise failed[0]
+        if not all(o.value for o in outcomes):
+            self._wakeup.set()
+
+    async def _hang(self, batch: Sequence[Envelope]) -> set[str]:
+        """Chaos: some handlers hang; they are cut off after ``handler_timeout``."""
+        if self.chaos is None:
+            return set()
+        hung = {e.message_id for e in batch if self.chaos.hits("hang", e)}
+        if hung:
+            with anyio.move_on_after(self.handler_timeout):
+                await anyio.sleep(self.chaos.hang)
+        return hung
+
+    def _handle(self, envelope: Envelope, hung: bool, tx: Tx) -> bool:
+        """Handle or park one envelope; True if it was handled (or was a duplicate)."""
+        conn = tx.conn
+        conn.execute("SAVEPOINT handler")
+        try:
+            if envelope.correlation_id in self._blocked:
+                raise _WaitingBehindError(envelope.correlation_id)
+            if hung:
+                raise TimeoutError(f"handler for {envelope.type} hung")
+            self._apply(envelope, 1, tx)
+        except Exception as exc:  # noqa: BLE001 - the bus's delivery boundary: park, never drop
+            conn.execute("ROLLBACK TO handler")
+            conn.execute("RELEASE handler")
+            self._park(tx, envelope, exc)
+            return False
+        conn.execute("RELEASE handler")
+        return True
+
+    def _apply(self, envelope: Envelope, attempt: int, tx: Tx) -> None:
         # The inbox row first: if it exists, this is a duplicate and nothing else
         # runs. (An observer whose writes are keyed by message id needs none.)
         if self.dedupe:
@@ -77,6 +132,8 @@ class Consumer:
             ).rowcount
             if not inserted:
                 return
+        if self.chaos is not None and self.chaos.hits("exception", envelope, attempt):
+            raise InjectedFaultError(f"injected failure of {envelope.type} (attempt {attempt})")
         route = self.routes.get(envelope.type)
         if route is not None:
             route(tx, envelope.message)
@@ -85,53 +142,159 @@ class Consumer:
         else:
             raise UnknownMessageTypeError(envelope.type)
 
-    async def _retry(self, envelope: Envelope, error: BaseException) -> None:
-        attempts = 1
-        first_failed_at = self.db.clock()
-        while not isinstance(error, _PERMANENT) and attempts < self.max_attempts:
-            await anyio.sleep(self.retry_delay * math.pow(2, attempts - 1))
-            attempts += 1
-            try:
-                await self.db.transact(partial(self._handle, envelope), cause=envelope)
-            except Exception as exc:  # noqa: BLE001 - the bus's delivery boundary
-                error = exc
+    def _park(self, tx: Tx, envelope: Envelope, error: BaseException) -> None:
+        behind = isinstance(error, _WaitingBehindError)
+        retry = behind or (self.policy.is_transient(error) and self.policy.attempts > 1)
+        if not behind:
+            log.warning("consumer %s: %s %s failed: %r", self.name, envelope.type,
+                        envelope.message_id, error)  # fmt: skip
+        tx.execute(
+            f"INSERT OR IGNORE INTO dead_letter (consumer, {_COLUMNS}, status, error, attempts,"  # noqa: S608 - constant
+            " first_failed_at, next_attempt_at, dead_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                self.name, envelope.message_id, envelope.type, envelope.version,
+                envelope.correlation_id, envelope.causation_id, envelope.source,
+                envelope.occurred_at, envelope.payload, envelope.context,
+                "RETRYING" if retry else "DEAD", None if behind else repr(error),
+                0 if behind else 1, tx.now,
+                tx.now + (0.0 if behind else self.policy.delay(1)) if retry else None,
+                None if retry else tx.now,
+            ),
+        )  # fmt: skip
+        self._blocked.add(envelope.correlation_id)
+
+    def _load_blocked(self, tx: Tx) -> None:
+        self._blocked = {
+            key
+            for (key,) in tx.execute(
+                f"SELECT DISTINCT correlation_id FROM dead_letter WHERE consumer = ?"  # noqa: S608
+                f" AND status IN {_OPEN}",
+                (self.name,),
+            )
+        }
+
+    # -- retries ---------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Retry parked messages when they are due, until cancelled."""
+        await self.db.transact(self._load_blocked)
+        while True:
+            next_due = await self.db.transact(self._retry_due)
+            self._wakeup = anyio.Event()
+            if next_due is None:
+                await self._wakeup.wait()
             else:
-                return
-        log.error(
-            "consumer %s: %s %s dead-lettered after %d attempts: %r",
-            self.name,
-            envelope.type,
-            envelope.message_id,
-            attempts,
-            error,
-        )
-        await self.db.transact(
-            partial(_park, self.name, envelope, error, attempts, first_failed_at)
-        )
+                with anyio.move_on_after(max(0.0, next_due - self.db.clock())):
+                    await self._wakeup.wait()
 
+    def _retry_due(self, tx: Tx) -> float | None:
+        """Retry every order's first parked message that is due; return the next due time."""
+        heads = tx.execute(
+            f"SELECT id, status, attempts, next_attempt_at, {_COLUMNS} FROM dead_letter d"  # noqa: S608
+            f" WHERE consumer = ? AND status IN {_OPEN} AND id = (SELECT min(id) FROM dead_letter"
+            f" WHERE consumer = d.consumer AND correlation_id = d.correlation_id"
+            f" AND status IN {_OPEN}) ORDER BY id",
+            (self.name,),
+        ).fetchall()
+        next_due: float | None = None
+        for row_id, status, attempts, due, *fields in heads:
+            if status != "RETRYING":
+                continue
+            if due > tx.now:
+                next_due = due if next_due is None else min(next_due, due)
+                continue
+            # Handled: the next message of this order may go now; else its next try.
+            due = self._retry(tx, row_id, attempts + 1, fields)
+            if due is not None:
+                next_due = due if next_due is None else min(next_due, due)
+        return next_due
 
-def _park(
-    consumer: str, envelope: Envelope, error: BaseException, attempts: int, first: float, tx: Tx
-) -> None:
-    row: tuple[Any, ...] = (
-        consumer,
-        envelope.message_id,
-        envelope.type,
-        envelope.version,
-        envelope.correlation_id,
-        envelope.causation_id,
-        envelope.source,
-        envelope.occurred_at,
-        envelope.payload,
-        envelope.context,
-        repr(error),
-        attempts,
-        first,
-        tx.now,
-    )
-    tx.execute(
-        "INSERT INTO dead_letter (consumer, message_id, type, version, correlation_id,"
-        " causation_id, source, occurred_at, payload, context, error, attempts,"
-        " first_failed_at, dead_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        row,
-    )
+    def _retry(self, tx: Tx, row_id: int, attempt: int, fields: list[Any]) -> float | None:
+        """One more attempt; return when this order's parked messages are next due."""
+        conn = tx.conn
+        conn.execute("SAVEPOINT retry")
+        try:
+            message_id, type_, version, key, cause, source, at, payload, context = fields
+            message = self.registry.decode(type_, version, payload)
+            envelope = Envelope(
+                message_id, type_, version, key, cause, source, at, payload, message, context
+            )
+            tx.cause, tx.context = envelope, envelope.context
+            self._apply(envelope, attempt, tx)
+        except Exception as exc:  # noqa: BLE001 - the bus's delivery boundary
+            conn.execute("ROLLBACK TO retry")
+            conn.execute("RELEASE retry")
+            dead = attempt >= self.policy.attempts or not self.policy.is_transient(exc)
+            due = None if dead else tx.now + self.policy.delay(attempt)
+            tx.execute(
+                "UPDATE dead_letter SET status = ?, error = ?, attempts = ?, next_attempt_at = ?,"
+                " dead_at = ? WHERE id = ?",
+                (
+                    "DEAD" if dead else "RETRYING", repr(exc), attempt, due,
+                    tx.now if dead else None, row_id,
+                ),
+            )  # fmt: skip
+            if dead:
+                log.error("consumer %s: message %s is dead after %d attempts: %r",
+                          self.name, fields[0], attempt, exc)  # fmt: skip
+            return due
+        finally:
+            tx.cause = tx.context = None
+        conn.execute("RELEASE retry")
+        self._resolve(tx, row_id, "DELIVERED", fields[3])
+        return tx.now
+
+    def _resolve(self, tx: Tx, row_id: int, status: str, key: str) -> None:
+        tx.execute(
+            "UPDATE dead_letter SET status = ?, resolved_at = ?, next_attempt_at = NULL"
+            " WHERE id = ?",
+            (status, tx.now, row_id),
+        )
+        still_open = tx.one(
+            f"SELECT 1 FROM dead_letter WHERE consumer = ? AND correlation_id = ?"  # noqa: S608
+            f" AND status IN {_OPEN} LIMIT 1",
+            (self.name, key),
+        )
+        if still_open is None:
+            self._blocked.discard(key)
+
+    # -- operator actions ------------------------------------------------------
+
+    async def replay(self, row_id: int) -> str | None:
+        """Try a DEAD message again, from its first attempt; a no-op otherwise.
+
+        Returns the message's status after the call (None if there is no such message).
+        """
+
+        def replay(tx: Tx) -> str | None:
+            row = tx.one("SELECT status FROM dead_letter WHERE id = ? AND consumer = ?",
+                         (row_id, self.name))  # fmt: skip
+            if row is None or row[0] != "DEAD":
+                return None if row is None else str(row[0])
+            tx.execute(
+                "UPDATE dead_letter SET status = 'RETRYING', attempts = 0, next_attempt_at = ?,"
+                " dead_at = NULL WHERE id = ?",
+                (tx.now, row_id),
+            )
+            return "RETRYING"
+
+        status = await self.db.transact(replay)
+        self._wakeup.set()
+        return status
+
+    async def discard(self, row_id: int) -> str | None:
+        """Give up on a parked message for good; a no-op once resolved. Returns its status."""
+
+        def discard(tx: Tx) -> str | None:
+            row = tx.one(
+                "SELECT status, correlation_id FROM dead_letter WHERE id = ? AND consumer = ?",
+                (row_id, self.name),
+            )
+            if row is None or row[0] not in ("RETRYING", "DEAD"):
+                return None if row is None else str(row[0])
+            self._resolve(tx, row_id, "DISCARDED", row[1])
+            return "DISCARDED"
+
+        status = await self.db.transact(discard)
+        self._wakeup.set()
+        return status

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -51,6 +52,9 @@ def add_bus_tables(metadata: MetaData) -> None:
         Column("processed_at", Float, nullable=False),
         sqlite_with_rowid=False,
     )
+    # Messages a consumer could not handle: RETRYING (waiting for their next
+    # attempt, or behind an earlier message of the same order), DEAD (given up
+    # on: an operator replays or discards them), REPLAYED or DISCARDED.
     Table(
         "dead_letter",
         metadata,
@@ -65,9 +69,19 @@ def add_bus_tables(metadata: MetaData) -> None:
         Column("occurred_at", Float, nullable=False),
         Column("payload", LargeBinary, nullable=False),
         Column("context", LargeBinary),
-        Column("error", Text, nullable=False),
+        Column("status", String, nullable=False),
+        Column("error", Text),
         Column("attempts", Integer, nullable=False),
         Column("first_failed_at", Float, nullable=False),
-        Column("dead_at", Float, nullable=False),
-        Column("status", String, nullable=False, server_default="DEAD"),
+        Column("next_attempt_at", Float),
+        Column("dead_at", Float),
+        Column("resolved_at", Float),
+        UniqueConstraint("consumer", "message_id", name="parked_once"),
+        sqlite_autoincrement=True,
+    )
+    Index(
+        "dead_letter_open",
+        metadata.tables["dead_letter"].c.consumer,
+        metadata.tables["dead_letter"].c.id,
+        sqlite_where=text("status IN ('RETRYING', 'DEAD')"),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -11,9 +11,11 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from bus.consumer import Consumer
+from bus.errors import TransientError
 from bus.memory import DuplicateHandlerError, InMemoryTransport
 from bus.messages import Command, Envelope, Event, MessageRegistry
 from bus.relay import OutboxRelay
+from bus.retry import RetryPolicy
 from bus.sqlite import Database, Tx
 from tests.support import wait_for
 
@@ -54,6 +56,10 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 
 def _emit(order_id: str, n: int, tx: Tx) -> Envelope:
     return tx.emit(Pinged(order_id=order_id, n=n))
+
+
+def _emit_ping(order_id: str, n: int, tx: Tx) -> Envelope:
+    return tx.emit(Ping(order_id=order_id, n=n))
 
 
 def _effects(db: Database) -> list[str]:
@@ -105,9 +111,11 @@ async def test_emitted_messages_are_in_the_outbox_only_if_the_job_commits(db: Da
     assert rows == [(envelope.message_id, "test.Pinged")]
 
 
-async def test_consumer_skips_a_message_it_has_already_processed(db: Database) -> None:
+async def test_consumer_skips_a_message_it_has_already_processed(
+    db: Database, registry: MessageRegistry
+) -> None:
     seen: list[int] = []
-    consumer = Consumer("c", db, {Ping.TYPE: lambda tx, m: seen.append(m.n)})
+    consumer = Consumer("c", db, {Ping.TYPE: lambda tx, m: seen.append(m.n)}, registry)
     envelope = await db.transact(lambda tx: tx.emit(Ping(order_id="o1", n=7)))
 
     await consumer([envelope, envelope])
@@ -116,26 +124,114 @@ async def test_consumer_skips_a_message_it_has_already_processed(db: Database) -
     assert seen == [7]
 
 
-async def test_a_handler_that_keeps_failing_is_dead_lettered_and_others_go_on(db: Database) -> None:
+def _parked(db: Database) -> list[tuple[str, str, int]]:
+    import sqlite3
+
+    with sqlite3.connect(db.path) as conn:
+        return conn.execute(
+            "SELECT correlation_id, status, attempts FROM dead_letter ORDER BY id"
+        ).fetchall()
+
+
+async def _running(consumer: Consumer, condition: Callable[[], bool]) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consumer.run)
+        await wait_for(condition)
+        tg.cancel_scope.cancel()
+
+
+async def test_a_transient_failure_is_retried_with_backoff_without_blocking_other_orders(
+    db: Database, registry: MessageRegistry
+) -> None:
+    seen: list[int] = []
+    failures = {1: 2}  # message n=1 fails twice, then succeeds
+
+    def handler(tx: Tx, message: Ping) -> None:
+        if failures.get(message.n, 0) > 0:
+            failures[message.n] -= 1
+            raise TransientError("flaky")
+        seen.append(message.n)
+
+    policy = RetryPolicy(attempts=5, base=0.001, cap=0.01)
+    consumer = Consumer("c", db, {Ping.TYPE: handler}, registry, policy=policy)
+    first = await db.transact(partial(_emit_ping, "o1", 1))
+    other = await db.transact(partial(_emit_ping, "o2", 2))
+
+    await consumer([first, other])
+    assert seen == [2], "another order went on while o1 waits for its retry"
+
+    await _running(consumer, lambda: seen == [2, 1])
+    assert _parked(db) == [("o1", "DELIVERED", 2)]
+
+
+async def test_a_later_message_of_a_parked_order_waits_behind_it(
+    db: Database, registry: MessageRegistry
+) -> None:
+    seen: list[int] = []
+    failures = {1: 1}
+
+    def handler(tx: Tx, message: Ping) -> None:
+        if failures.get(message.n, 0) > 0:
+            failures[message.n] -= 1
+            raise TransientError("flaky")
+        seen.append(message.n)
+
+    policy = RetryPolicy(attempts=5, base=0.001, cap=0.01)
+    consumer = Consumer("c", db, {Ping.TYPE: handler}, registry, policy=policy)
+    first = await db.transact(partial(_emit_ping, "o1", 1))
+    second = await db.transact(partial(_emit_ping, "o1", 2))
+
+    await consumer([first])
+    await consumer([second])
+    assert seen == []
+
+    await _running(consumer, lambda: seen == [1, 2])
+
+
+async def test_a_message_that_keeps_failing_is_dead_and_can_be_replayed_once(
+    db: Database, registry: MessageRegistry
+) -> None:
+    seen: list[int] = []
+    broken = [True]
+
+    def handler(tx: Tx, message: Ping) -> None:
+        if broken[0]:
+            raise TransientError("always")
+        seen.append(message.n)
+
+    policy = RetryPolicy(attempts=3, base=0.001, cap=0.01)
+    consumer = Consumer("c", db, {Ping.TYPE: handler}, registry, policy=policy)
+    envelope = await db.transact(partial(_emit_ping, "o1", 1))
+    await consumer([envelope])
+    await _running(consumer, lambda: _parked(db) == [("o1", "DEAD", 3)])
+
+    broken[0] = False
+    (row_id,) = await db.transact(lambda tx: tx.one("SELECT id FROM dead_letter"))  # type: ignore[misc]
+    assert await consumer.replay(row_id) == "RETRYING"
+    assert await consumer.replay(row_id) == "RETRYING"  # twice is harmless
+    await _running(consumer, lambda: seen == [1])
+    assert await consumer.replay(row_id) == "DELIVERED"
+    assert seen == [1]
+
+
+async def test_a_handler_bug_is_dead_lettered_at_once_and_others_go_on(
+    db: Database, registry: MessageRegistry
+) -> None:
     seen: list[int] = []
 
     def handler(tx: Tx, message: Ping) -> None:
         if message.n == 1:
-            raise RuntimeError("always")
+            raise KeyError("bug")
         seen.append(message.n)
 
-    consumer = Consumer("c", db, {Ping.TYPE: handler}, max_attempts=3, retry_delay=0.001)
-    first = await db.transact(lambda tx: tx.emit(Ping(order_id="o1", n=1)))
-    second = await db.transact(lambda tx: tx.emit(Ping(order_id="o2", n=2)))
+    consumer = Consumer("c", db, {Ping.TYPE: handler}, registry)
+    first = await db.transact(partial(_emit_ping, "o1", 1))
+    second = await db.transact(partial(_emit_ping, "o2", 2))
 
     await consumer([first, second])
 
     assert seen == [2]
-    dead = await db.transact(
-        lambda tx: tx.execute("SELECT message_id, attempts, error FROM dead_letter").fetchall()
-    )
-    assert [(d[0], d[1]) for d in dead] == [(first.message_id, 3)]
-    assert "always" in dead[0][2]
+    assert _parked(db) == [("o1", "DEAD", 1)]
 
 
 async def test_relay_recovers_undelivered_outbox_rows_in_commit_order(

@@ -1,0 +1,62 @@
+"""Retry policy: which errors are worth retrying, how often, and how long to wait."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+
+from tenacity import wait_exponential_jitter
+
+from bus.errors import TransientError
+
+__all__ = ["RetryPolicy"]
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    attempt_number: int
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter (tenacity's), capped, for a bounded number of attempts.
+
+    ``transient`` lists the exception types retried; any other exception from a
+    handler is a bug or a poison message and goes to the dead letters at once.
+    ``sqlite3.OperationalError`` covers a busy or locked database.
+    """
+
+    attempts: int = 5
+    base: float = 0.05
+    cap: float = 5.0
+    transient: tuple[type[BaseException], ...] = field(
+        default=(TransientError, sqlite3.OperationalError, TimeoutError)
+    )
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1 or self.base <= 0 or self.cap < self.base:
+            raise ValueError(f"bad retry policy {self}")
+
+    def is_transient(self, error: BaseException) -> bool:
+        return isinstance(error, self.transient)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        wait = wait_exponential_jitter(multiplier=self.base, max=self.cap, jitter=self.base)
+        return float(wait(_Attempt(attempt)))  # type: ignore[arg-type]
+
+    @classmethod
+    def parse(cls, spec: str | None) -> RetryPolicy:
+        """Parse ``attempts=5,base=0.05,cap=5``; empty means the defaults."""
+        values: dict[str, float] = {}
+        for part in (spec or "").split(","):
+            if part.strip():
+                key, _, value = part.partition("=")
+                if key.strip() not in ("attempts", "base", "cap"):
+                    raise ValueError(f"unknown retry setting {key!r}")
+                values[key.strip()] = float(value)
+        return cls(
+            attempts=int(values.get("attempts", cls.attempts)),
+            base=values.get("base", cls.base),
+            cap=values.get("cap", cls.cap),
+        )
