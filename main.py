@@ -31,10 +31,14 @@ from bus.module import ModuleHandle
 from bus.ports import Transport
 from bus.relay import OutboxRelay
 from bus.retry import RetryPolicy
+from checkout import contract as checkout_contract
 from checkout import module as checkout_module
 from checkout.choreography import choreography_routes
 from checkout.modes import claim_mode
+from checkout.operations import operations_routes
 from checkout.policies import REFERENCE_DATA, reactions
+from checkout.policy import SagaTimeouts
+from checkout.timers import run_timers
 from checkout.watch import watch_stuck_sagas
 from modules import inventory, order, payment, shipping
 from modules.inventory import module as inventory_module
@@ -64,6 +68,7 @@ class Settings:
     crash_at: str = ""
     retry: str = ""
     chaos: str = ""
+    timeouts: str = ""
     chaos_seed: int = 0
     log_level: str = "INFO"
 
@@ -79,14 +84,19 @@ class System:
     consumers: list[Consumer]
     saga_mode: str
     stuck_after: float
+    timeouts: SagaTimeouts
     health: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def checkout(self) -> ModuleHandle:
+        return next(m for m in self.modules if m.name == "checkout")
 
     @asynccontextmanager
     async def run(self) -> AsyncIterator[System]:
         async with AsyncExitStack() as stack:
             for module in self.modules:
                 await stack.enter_async_context(module.db)
-            checkout = next(m for m in self.modules if m.name == "checkout")
+            checkout = self.checkout
             previous = await checkout.db.transact(partial(claim_mode, mode=self.saga_mode))
             if previous is not None:
                 log.info("saga mode changed from %s to %s", previous, self.saga_mode)
@@ -95,6 +105,9 @@ class System:
                 await relay.recover()
             task_group = await stack.enter_async_context(anyio.create_task_group())
             task_group.start_soon(self._supervise, "transport", self.transport.run)
+            if self.saga_mode == "orchestration":
+                timers = partial(run_timers, checkout.db, self.timeouts)
+                task_group.start_soon(self._supervise, "saga-timers", timers)
             for consumer in self.consumers:
                 task_group.start_soon(self._supervise, f"retry:{consumer.name}", consumer.run)
             task_group.start_soon(
@@ -123,15 +136,22 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
     crash = CrashPoints.parse(settings.crash_at)
     chaos = ChaosPlan.parse(settings.chaos, settings.chaos_seed)
     policy = RetryPolicy.parse(settings.retry)
+    timeouts = SagaTimeouts.parse(settings.timeouts)
     common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
     registry = MessageRegistry.from_contracts(
-        order.MESSAGES, payment.MESSAGES, inventory.MESSAGES, shipping.MESSAGES
-    )
+        order.MESSAGES, payment.MESSAGES, inventory.MESSAGES, shipping.MESSAGES,
+        checkout_contract.MESSAGES,
+    )  # fmt: skip
     bus = transport or InMemoryTransport(registry)
     if chaos is not None:
         bus = ChaosTransport(bus, chaos)
     checkout, tracker = checkout_module.build(
-        data_dir, registry, orchestrate=orchestrate, stuck_after=settings.stuck_after, **common
+        data_dir,
+        registry,
+        orchestrate=orchestrate,
+        timeouts=timeouts,
+        stuck_after=settings.stuck_after,
+        **common,
     )
     modules = [
         order_module.build(data_dir, **common),
@@ -159,7 +179,9 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
     )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)
-    return System(registry, bus, modules, relays, consumers, settings.saga, settings.stuck_after)
+    return System(
+        registry, bus, modules, relays, consumers, settings.saga, settings.stuck_after, timeouts
+    )
 
 
 def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:
@@ -191,7 +213,11 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
             media_type=MediaType.JSON,
         )
 
-    handlers = [health, *(h for m in system.modules for h in m.route_handlers)]
+    handlers = [
+        health,
+        *(h for m in system.modules for h in m.route_handlers),
+        *operations_routes(system.checkout.db, system.consumers),
+    ]
     app = Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
@@ -250,6 +276,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         " type, e.g. 'duplicate=0.05,hang=0.01;payment.ProcessPayment:exception=0.2'",
     )
     parser.add_argument("--chaos-seed", type=int, default=0)
+    parser.add_argument(
+        "--timeouts",
+        default="",
+        help="saga step timeout (s), attempts before compensating, whole-saga deadline (s),"
+        " backoff cap (s): e.g. step=10,attempts=3,saga=300,cap=120 (the default)",
+    )
     parser.add_argument("--crash-at", default="", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)

@@ -261,9 +261,10 @@ class Consumer:
     # -- operator actions ------------------------------------------------------
 
     async def replay(self, row_id: int) -> str | None:
-        """Try a DEAD message again, from its first attempt; a no-op otherwise.
+        """Try a DEAD message once more (it goes DEAD again if that attempt fails too).
 
-        Returns the message's status after the call (None if there is no such message).
+        A no-op for a message that is not DEAD. Returns the message's status after
+        the call (None if there is no such message).
         """
 
         def replay(tx: Tx) -> str | None:
@@ -272,7 +273,7 @@ class Consumer:
             if row is None or row[0] != "DEAD":
                 return None if row is None else str(row[0])
             tx.execute(
-                "UPDATE dead_letter SET status = 'RETRYING', attempts = 0, next_attempt_at = ?,"
+                "UPDATE dead_letter SET status = 'RETRYING', next_attempt_at = ?,"
                 " dead_at = NULL WHERE id = ?",
                 (tx.now, row_id),
             )

@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from bus.messages import Envelope
 from bus.ports import BatchHandler, DeliveredCallback, Transport
 
-__all__ = ["DuplicatingTransport"]
+__all__ = ["DuplicatingTransport", "LosingTransport"]
 
 
 class DuplicatingTransport:
@@ -33,6 +33,45 @@ class DuplicatingTransport:
             self.inner.publish(delivered, lambda _: None)
 
         self.inner.publish(envelopes, again)
+
+    async def run(self) -> None:
+        await self.inner.run()
+
+
+class LosingTransport:
+    """Loses deliveries of the given types (acknowledged, never handled), as a participant
+    that crashed after acknowledging would: ``losses[type]`` deliveries, or all if -1."""
+
+    def __init__(self, inner: Transport, losses: dict[str, int]) -> None:
+        self.inner = inner
+        self.losses = dict(losses)
+        self.lost: list[Envelope] = []
+
+    def subscribe(
+        self, subscription: str, types: Collection[str] | None, handler: BatchHandler
+    ) -> None:
+        if types is None:  # observers (the tracker) see everything
+            self.inner.subscribe(subscription, types, handler)
+            return
+
+        async def losing(batch: Sequence[Envelope]) -> None:
+            kept = [e for e in batch if not self._lose(e)]
+            if kept:
+                await handler(kept)
+
+        self.inner.subscribe(subscription, types, losing)
+
+    def _lose(self, envelope: Envelope) -> bool:
+        left = self.losses.get(envelope.type, 0)
+        if left == 0:
+            return False
+        if left > 0:
+            self.losses[envelope.type] = left - 1
+        self.lost.append(envelope)
+        return True
+
+    def publish(self, envelopes: Sequence[Envelope], on_delivered: DeliveredCallback) -> None:
+        self.inner.publish(envelopes, on_delivered)
 
     async def run(self) -> None:
         await self.inner.run()

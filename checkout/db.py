@@ -24,6 +24,9 @@ class SagaRow(CheckoutBase, table=True):
     status: str = Field(index=True)
     step: str
     state: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # When the awaited reply times out, and when the whole saga does (durable timers).
+    deadline: float = Field(index=True)
+    expires_at: float
     version: int
     definition_version: int
     created_at: float

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from bus.consumer import Route
@@ -11,7 +12,8 @@ from bus.module import ModuleHandle
 from bus.sqlite import Database
 from checkout.api import checkout_routes
 from checkout.db import CheckoutBase
-from checkout.orchestrator import REPLY_TYPES, on_reply
+from checkout.orchestrator import HANDLED_TYPES, on_message
+from checkout.policy import SagaTimeouts
 from checkout.tracker import SagaTracker
 
 __all__ = ["build"]
@@ -22,6 +24,7 @@ def build(
     registry: MessageRegistry,
     *,
     orchestrate: bool = True,
+    timeouts: SagaTimeouts | None = None,
     stuck_after: float = 60.0,
     synchronous: str = "NORMAL",
     crash_points: CrashPoints | None = None,
@@ -33,6 +36,7 @@ def build(
         synchronous=synchronous,
         crash_points=crash_points,
     )
-    commands: dict[str, Route] = dict.fromkeys(REPLY_TYPES, on_reply) if orchestrate else {}
+    handler = partial(on_message, timeouts=timeouts or SagaTimeouts())
+    commands: dict[str, Route] = dict.fromkeys(HANDLED_TYPES, handler) if orchestrate else {}
     handle = ModuleHandle("checkout", db, commands, checkout_routes(db, stuck_after=stuck_after))
     return handle, SagaTracker(registry)

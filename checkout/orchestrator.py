@@ -9,11 +9,19 @@ import msgspec
 
 from bus.messages import Message
 from bus.sqlite import Tx
-from checkout.saga import SagaState, Transition, decide, start
+from checkout.contract import AbortSaga, RetrySaga
+from checkout.policy import SagaTimeouts
+from checkout.saga import SagaState, Transition, abort, decide, resend, start
 from checkout.steps import DEFINITION_VERSION, STEPS
 from modules import order
 
-__all__ = ["REPLY_TYPES", "SagaDefinitionMismatchError", "on_reply"]
+__all__ = [
+    "HANDLED_TYPES",
+    "SagaDefinitionMismatchError",
+    "command_id",
+    "on_message",
+    "save",
+]
 
 _NAMESPACE = uuid.UUID("6f1c1c9e-3b7a-4d0e-9a59-2a4f0d5c8e11")
 _encode = msgspec.json.Encoder().encode
@@ -25,6 +33,7 @@ REPLY_TYPES: frozenset[str] = frozenset(
     for name in (step.succeeded, *step.failed, step.compensated)
     if name is not None
 )
+HANDLED_TYPES = REPLY_TYPES | {RetrySaga.TYPE, AbortSaga.TYPE}
 
 
 class SagaDefinitionMismatchError(Exception):
@@ -36,48 +45,55 @@ def command_id(saga_id: str, step: str, direction: str, attempt: int) -> str:
     return uuid.uuid5(_NAMESPACE, f"{saga_id}:{step}:{direction}:{attempt}").hex
 
 
-def on_reply(tx: Tx, reply: Message) -> None:
-    """Advance the reply's saga by one decision (start it on OrderCreated)."""
+def on_message(tx: Tx, message: Message, timeouts: SagaTimeouts) -> None:
+    """Advance the message's saga by one decision (start it on OrderCreated)."""
     row = tx.one(
-        "SELECT state, version, definition_version FROM sagas WHERE saga_id = ?", (reply.key,)
+        "SELECT state, version, definition_version FROM sagas WHERE saga_id = ?", (message.key,)
     )
-    if isinstance(reply, order.OrderCreated):
-        if row is not None:
-            return
-        transition = start(reply)
-        tx.execute(
-            "INSERT INTO sagas (saga_id, status, step, state, version, definition_version,"
-            " created_at, updated_at) VALUES (?,?,?,?,?,?,?,?)",
-            (
-                reply.order_id,
-                transition.state.status,
-                transition.state.step,
-                _encode(transition.state),
-                1,
-                DEFINITION_VERSION,
-                tx.now,
-                tx.now,
-            ),
-        )
-        _send(tx, transition)
+    if isinstance(message, order.OrderCreated):
+        if row is None:
+            _insert(tx, start(message), timeouts)
         return
     if row is None:
         return  # not a saga this orchestrator runs (for instance, started in choreography mode)
     if row[2] != DEFINITION_VERSION:
-        raise SagaDefinitionMismatchError(f"saga {reply.key} has definition v{row[2]}")
-    transition_or_none = decide(_decode_state(row[0]), reply)
-    if transition_or_none is None:
-        return
-    save(tx, transition_or_none, version=row[1])
+        raise SagaDefinitionMismatchError(f"saga {message.key} has definition v{row[2]}")
+    state = _decode_state(row[0])
+    if isinstance(message, RetrySaga):
+        transition = resend(state)
+    elif isinstance(message, AbortSaga):
+        transition = abort(state, message.reason)
+    else:
+        transition = decide(state, message)
+    if transition is not None:
+        save(tx, transition, version=row[1], timeouts=timeouts)
 
 
-def save(tx: Tx, transition: Transition, *, version: int) -> None:
+def _insert(tx: Tx, transition: Transition, timeouts: SagaTimeouts) -> None:
+    state = transition.state
+    tx.execute(
+        "INSERT INTO sagas (saga_id, status, step, state, deadline, expires_at, version,"
+        " definition_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (
+            state.saga_id, state.status, state.step, _encode(state),
+            timeouts.step_deadline(tx.now, state.attempt), tx.now + timeouts.saga_deadline,
+            1, DEFINITION_VERSION, tx.now, tx.now,
+        ),
+    )  # fmt: skip
+    _send(tx, transition)
+
+
+def save(tx: Tx, transition: Transition, *, version: int, timeouts: SagaTimeouts) -> None:
+    """Store the new state (if nobody else changed it) and its commands, and re-arm the timer."""
     state = transition.state
     updated = tx.execute(
-        "UPDATE sagas SET status = ?, step = ?, state = ?, version = version + 1, updated_at = ?"
-        " WHERE saga_id = ? AND version = ?",
-        (state.status, state.step, _encode(state), tx.now, state.saga_id, version),
-    ).rowcount
+        "UPDATE sagas SET status = ?, step = ?, state = ?, deadline = ?, version = version + 1,"
+        " updated_at = ? WHERE saga_id = ? AND version = ?",
+        (
+            state.status, state.step, _encode(state),
+            timeouts.step_deadline(tx.now, state.attempt), tx.now, state.saga_id, version,
+        ),
+    ).rowcount  # fmt: skip
     if updated != 1:
         raise RuntimeError(f"saga {state.saga_id} changed concurrently")
     _send(tx, transition)

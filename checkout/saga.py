@@ -15,7 +15,18 @@ from bus.messages import Command, Message
 from checkout.steps import STEPS, Step, step_named
 from modules import order
 
-__all__ = ["Outgoing", "SagaState", "SagaStatus", "Transition", "abort", "decide", "start"]
+__all__ = [
+    "Outgoing",
+    "SagaState",
+    "SagaStatus",
+    "Transition",
+    "abort",
+    "decide",
+    "on_timeout",
+    "past_no_return",
+    "resend",
+    "start",
+]
 
 
 class SagaStatus(StrEnum):
@@ -139,8 +150,45 @@ def decide(state: SagaState, reply: Message) -> Transition | None:
     return None
 
 
+def past_no_return(state: SagaState) -> bool:
+    """Once the shipment is scheduled the saga can only go forward (the pivot)."""
+    return state.status is SagaStatus.RUNNING and step_named(state.step).compensation is None
+
+
 def abort(state: SagaState, reason: str) -> Transition | None:
-    """Compensate now, including the step in flight (its undo is safe if it never ran)."""
-    if state.status is not SagaStatus.RUNNING:
+    """Compensate now, including the step in flight (its undo is safe if it never ran).
+
+    None (nothing to do) once the saga has finished, is already compensating,
+    or is past its point of no return.
+    """
+    if state.status is not SagaStatus.RUNNING or past_no_return(state):
         return None
     return _undo_next(state, _compensations((*state.done, state.step)), reason)
+
+
+def resend(state: SagaState) -> Transition | None:
+    """Send the awaited step's command again, as the next attempt (same step, new id)."""
+    if state.status.terminal:
+        return None
+    step = step_named(state.step)
+    new = msgspec.structs.replace(state, attempt=state.attempt + 1)
+    if state.status is SagaStatus.RUNNING:
+        assert step.action is not None
+        command = step.action(state.order)
+        return Transition(new, (Outgoing(step.name, "forward", new.attempt, command),))
+    assert step.compensation is not None
+    command = step.compensation(state.order, state.reason or "")
+    return Transition(new, (Outgoing(step.name, "compensate", new.attempt, command),))
+
+
+def on_timeout(state: SagaState, max_attempts: int) -> Transition | None:
+    """The awaited reply did not come in time.
+
+    A forward step is sent again until ``max_attempts``, then the saga
+    compensates. A compensation, or a step past the point of no return, is
+    sent again until it succeeds: those must happen eventually.
+    """
+    forward = state.status is SagaStatus.RUNNING and not past_no_return(state)
+    if forward and state.attempt >= max_attempts:
+        return abort(state, f"{state.step} timed out after {state.attempt} attempts")
+    return resend(state)

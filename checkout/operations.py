@@ -1,0 +1,158 @@
+"""Operator control over HTTP: retry or abort a saga, and see, replay or discard dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Response, get, post
+from litestar.exceptions import NotFoundException
+from litestar.handlers import HTTPRouteHandler
+from litestar.params import FromPath, JSONBody, QueryParameter
+
+from bus.consumer import Consumer
+from bus.sqlite import Database, Tx
+from checkout.contract import AbortSaga, RetrySaga
+
+__all__ = [
+    "AbortRequest",
+    "DeadLetterView",
+    "SagaActionAccepted",
+    "dead_letter_routes",
+    "operations_routes",
+    "saga_action_routes",
+]
+
+
+class AbortRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "aborted by operator"
+
+
+class SagaActionAccepted(msgspec.Struct):
+    order_id: str
+    action: str
+    message_id: str
+
+
+class DeadLetterView(msgspec.Struct):
+    id: str
+    consumer: str
+    status: str
+    type: str
+    message_id: str
+    order_id: str
+    error: str | None
+    attempts: int
+    first_failed_at: datetime
+    next_attempt_at: datetime | None
+    dead_at: datetime | None
+    data: Any
+
+
+def _when(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, UTC)
+
+
+async def _dead_letters(consumer: Consumer, status: str, limit: int) -> list[DeadLetterView]:
+    def read(tx: Tx) -> list[Any]:
+        return tx.execute(
+            "SELECT id, status, type, message_id, correlation_id, error, attempts,"
+            " first_failed_at, next_attempt_at, dead_at, payload FROM dead_letter"
+            " WHERE consumer = ? AND (? = 'ALL' OR status = ?) ORDER BY id LIMIT ?",
+            (consumer.name, status, status, limit),
+        ).fetchall()
+
+    return [
+        DeadLetterView(
+            id=f"{consumer.name}:{r[0]}", consumer=consumer.name, status=r[1], type=r[2],
+            message_id=r[3], order_id=r[4], error=r[5], attempts=r[6],
+            first_failed_at=datetime.fromtimestamp(r[7], UTC),
+            next_attempt_at=_when(r[8]), dead_at=_when(r[9]), data=msgspec.json.decode(r[10]),
+        )
+        for r in await consumer.db.transact(read)
+    ]  # fmt: skip
+
+
+def operations_routes(checkout: Database, consumers: Sequence[Consumer]) -> list[HTTPRouteHandler]:
+    """Build the operator routes; dead letters of every consumer in this process."""
+    return [*saga_action_routes(checkout), *dead_letter_routes(consumers)]
+
+
+def saga_action_routes(checkout: Database) -> list[HTTPRouteHandler]:
+    """Retry or abort a saga, by sending checkout a command (recorded in the timeline)."""
+
+    async def _send(order_id: str, command: RetrySaga | AbortSaga) -> Response[SagaActionAccepted]:
+        def write(tx: Tx) -> str | None:
+            known = tx.one("SELECT 1 FROM tracked_sagas WHERE saga_id = ?", (order_id,))
+            known = known or tx.one("SELECT 1 FROM sagas WHERE saga_id = ?", (order_id,))
+            return None if known is None else tx.emit(command).message_id
+
+        message_id = await checkout.transact(write)
+        if message_id is None:
+            raise NotFoundException(f"no saga for order {order_id}")
+        accepted = SagaActionAccepted(order_id, command.TYPE.partition(".")[2], message_id)
+        return Response(accepted, status_code=202)
+
+    @post("/sagas/{order_id:str}/retry", status_code=202, operation_id="retrySaga", tags=["sagas"])
+    async def retry(order_id: FromPath[str]) -> Response[SagaActionAccepted]:
+        """Send the saga's current step again; recorded in its timeline, harmless if repeated."""
+        return await _send(order_id, RetrySaga(order_id=order_id))
+
+    @post("/sagas/{order_id:str}/abort", status_code=202, operation_id="abortSaga", tags=["sagas"])
+    async def abort(
+        order_id: FromPath[str], data: JSONBody[AbortRequest | None] = None
+    ) -> Response[SagaActionAccepted]:
+        """Compensate a running saga now; a no-op once it finished or shipped."""
+        reason = (data or AbortRequest()).reason
+        return await _send(order_id, AbortSaga(order_id=order_id, reason=reason))
+
+    return [retry, abort]
+
+
+def dead_letter_routes(consumers: Sequence[Consumer]) -> list[HTTPRouteHandler]:
+    """Dead letters of every consumer in this process: list, replay, discard."""
+    by_name = {consumer.name: consumer for consumer in consumers}
+
+    @get("/dead-letters", operation_id="listDeadLetters", tags=["dead letters"])
+    async def dead_letters(
+        status: Annotated[
+            str,
+            QueryParameter(pattern="^(RETRYING|DEAD|DELIVERED|DISCARDED|ALL)$"),
+        ] = "DEAD",
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> list[DeadLetterView]:
+        """Messages a handler could not process: DEAD ones (the default), or by status."""
+        views: list[DeadLetterView] = []
+        for consumer in consumers:
+            views += await _dead_letters(consumer, status, limit)
+        return views[:limit]
+
+    def _find(letter_id: str) -> tuple[Consumer, int]:
+        name, _, number = letter_id.rpartition(":")
+        if name not in by_name or not number.isdigit():
+            raise NotFoundException(f"no dead letter {letter_id}")
+        return by_name[name], int(number)
+
+    async def _act(letter_id: str, action: str) -> dict[str, str]:
+        consumer, row_id = _find(letter_id)
+        act = consumer.replay if action == "replay" else consumer.discard
+        status = await act(row_id)
+        if status is None:
+            raise NotFoundException(f"no dead letter {letter_id}")
+        return {"id": letter_id, "status": status}
+
+    @post("/dead-letters/{letter_id:str}/replay", operation_id="replayDeadLetter",
+          tags=["dead letters"], status_code=200)  # fmt: skip
+    async def replay(letter_id: FromPath[str]) -> dict[str, str]:
+        """Try a DEAD message again; replaying twice, or after it went through, changes nothing."""
+        return await _act(letter_id, "replay")
+
+    @post("/dead-letters/{letter_id:str}/discard", operation_id="discardDeadLetter",
+          tags=["dead letters"], status_code=200)  # fmt: skip
+    async def discard(letter_id: FromPath[str]) -> dict[str, str]:
+        """Give up on a parked message; the order's later messages then go on."""
+        return await _act(letter_id, "discard")
+
+    return [dead_letters, replay, discard]
