@@ -38,8 +38,6 @@ from checkout.modes import claim_mode
 from checkout.operations import operations_routes
 from checkout.policies import REFERENCE_DATA, reactions
 from checkout.policy import SagaTimeouts
-from checkout.timers import run_timers
-from checkout.watch import watch_stuck_sagas
 from modules import inventory, order, payment, shipping
 from modules.inventory import module as inventory_module
 from modules.order import module as order_module
@@ -83,8 +81,6 @@ class System:
     relays: list[OutboxRelay]
     consumers: list[Consumer]
     saga_mode: str
-    stuck_after: float
-    timeouts: SagaTimeouts
     health: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -105,16 +101,11 @@ class System:
                 await relay.recover()
             task_group = await stack.enter_async_context(anyio.create_task_group())
             task_group.start_soon(self._supervise, "transport", self.transport.run)
-            if self.saga_mode == "orchestration":
-                timers = partial(run_timers, checkout.db, self.timeouts)
-                task_group.start_soon(self._supervise, "saga-timers", timers)
+            for module in self.modules:
+                for name, task in module.background.items():
+                    task_group.start_soon(self._supervise, name, task)
             for consumer in self.consumers:
                 task_group.start_soon(self._supervise, f"retry:{consumer.name}", consumer.run)
-            task_group.start_soon(
-                self._supervise,
-                "stuck-saga-watch",
-                partial(watch_stuck_sagas, checkout.db, self.stuck_after),
-            )
             stack.callback(task_group.cancel_scope.cancel)
             yield self
 
@@ -179,9 +170,7 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
     )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)
-    return System(
-        registry, bus, modules, relays, consumers, settings.saga, settings.stuck_after, timeouts
-    )
+    return System(registry, bus, modules, relays, consumers, settings.saga)
 
 
 def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:

@@ -23,6 +23,7 @@ import msgspec
 from bus.consumer import Route
 from bus.messages import Command, Message
 from bus.sqlite import Tx
+from checkout.contract import SagaAborted
 from checkout.steps import step_named
 from modules import inventory, order, payment, shipping
 
@@ -65,6 +66,10 @@ def _release(order_id: str, reason: str) -> Command:
     return inventory.ReleaseStock(order_id=order_id, reason=reason)
 
 
+def _cancel_shipment(order_id: str, reason: str) -> Command:
+    return shipping.CancelShipment(order_id=order_id, reason=reason)
+
+
 # event type -> (the module that reacts, what it does)
 REACTIONS: Mapping[str, tuple[str, Reaction]] = {
     # The happy path.
@@ -78,6 +83,10 @@ REACTIONS: Mapping[str, tuple[str, Reaction]] = {
     shipping.ShipmentFailed.TYPE: ("inventory", _failed("shipping", _release)),
     inventory.StockReleased.TYPE: ("payment", _pass_on(_refund)),
     payment.PaymentRefunded.TYPE: ("order", _pass_on(_cancel)),
+    # An abort (operator or deadline) undoes every step, last first; each undo
+    # is safe when its step never ran.
+    SagaAborted.TYPE: ("shipping", _pass_on(_cancel_shipment)),
+    shipping.ShipmentCancelled.TYPE: ("inventory", _pass_on(_release)),
 }
 
 

@@ -42,6 +42,7 @@ class TimelineRow(CheckoutBase, table=True):
     message_id: str = Field(primary_key=True)
     saga_id: str
     type: str
+    version: int
     kind: str
     source: str
     target: str | None = None
@@ -49,6 +50,7 @@ class TimelineRow(CheckoutBase, table=True):
     causation_id: str | None = None
     occurred_at: float
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    context: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
 class TrackedSagaRow(CheckoutBase, table=True):
@@ -60,6 +62,11 @@ class TrackedSagaRow(CheckoutBase, table=True):
     status: str = Field(index=True)
     step: str
     last_type: str
+    # The event that drives the saga's next move, and when to nudge it again
+    # (choreography's step timeouts; orchestration keeps its own timers).
+    last_event_id: str | None = None
+    attempt: int = 1
+    deadline: float | None = Field(default=None, index=True)
     started_at: float
     updated_at: float
 

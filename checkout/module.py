@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -11,10 +12,14 @@ from bus.messages import MessageRegistry
 from bus.module import ModuleHandle
 from bus.sqlite import Database
 from checkout.api import checkout_routes
+from checkout.contract import AbortSaga, RetrySaga
 from checkout.db import CheckoutBase
 from checkout.orchestrator import HANDLED_TYPES, on_message
 from checkout.policy import SagaTimeouts
+from checkout.timers import run_timers
 from checkout.tracker import SagaTracker
+from checkout.watch import watch_stuck_sagas
+from checkout.watchdog import Watchdog
 
 __all__ = ["build"]
 
@@ -36,7 +41,18 @@ def build(
         synchronous=synchronous,
         crash_points=crash_points,
     )
-    handler = partial(on_message, timeouts=timeouts or SagaTimeouts())
-    commands: dict[str, Route] = dict.fromkeys(HANDLED_TYPES, handler) if orchestrate else {}
-    handle = ModuleHandle("checkout", db, commands, checkout_routes(db, stuck_after=stuck_after))
-    return handle, SagaTracker(registry)
+    timeouts = timeouts or SagaTimeouts()
+    background: dict[str, Callable[[], Awaitable[None]]] = {
+        "stuck-saga-watch": partial(watch_stuck_sagas, db, stuck_after)
+    }
+    if orchestrate:
+        commands: dict[str, Route] = dict.fromkeys(
+            HANDLED_TYPES, partial(on_message, timeouts=timeouts)
+        )
+        background["saga-timers"] = partial(run_timers, db, timeouts)
+    else:
+        watchdog = Watchdog(registry, timeouts)
+        commands = dict.fromkeys((RetrySaga.TYPE, AbortSaga.TYPE), watchdog.on_command)
+        background["saga-watchdog"] = partial(watchdog.run, db)
+    routes = checkout_routes(db, stuck_after=stuck_after)
+    return ModuleHandle("checkout", db, commands, routes, background), SagaTracker(timeouts)

@@ -107,7 +107,7 @@ STEPS: tuple[Step, ...] = (
         succeeded=shipping.ShipmentScheduled.TYPE,
         failed=frozenset({shipping.ShipmentFailed.TYPE}),
         undo=shipping.CancelShipment.TYPE,
-        compensation=lambda o, _: shipping.CancelShipment(order_id=o.order_id),
+        compensation=lambda o, why: shipping.CancelShipment(order_id=o.order_id, reason=why),
         compensated=shipping.ShipmentCancelled.TYPE,
     ),
     Step(

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.anyio
 
 PRODUCTS = {"mug": (1200, 10)}
 CUSTOMERS = {"ada": 10_000}
-PROCESS = "payment.ProcessPayment"
+
+# What carries the payment step to the payment module in each mode.
+PAYMENT_TRIGGER = {"orchestration": "payment.ProcessPayment", "choreography": "order.OrderCreated"}
 
 
 def _app(
@@ -29,8 +31,11 @@ def _app(
     return create_app(settings, transport=transport), transport
 
 
-def _commands(data_dir: Path, type_name: str) -> list[str]:
-    rows = query(data_dir, "checkout", "SELECT message_id FROM outbox WHERE type = ?", (type_name,))
+def _sent(data_dir: Path, type_name: str) -> list[str]:
+    """Every message of this type the saga has seen (ids), per the audit trail."""
+    rows = query(
+        data_dir, "checkout", "SELECT message_id FROM timeline WHERE type = ?", (type_name,)
+    )
     return [r[0] for r in rows]
 
 
@@ -39,8 +44,11 @@ def _audit(data_dir: Path) -> list[str]:
     return audit(data_dir, initial_stock=stock, initial_balance=CUSTOMERS)
 
 
-async def test_a_lost_command_is_sent_again_after_its_timeout_and_the_saga_completes(data_dir):
-    app, transport = _app(data_dir, {PROCESS: 1}, "step=0.2,attempts=3")
+async def test_a_lost_command_is_sent_again_after_its_timeout_and_the_saga_completes(
+    data_dir, saga_mode
+):
+    trigger = PAYMENT_TRIGGER[saga_mode]
+    app, transport = _app(data_dir, {trigger: 1}, "step=0.2,attempts=3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
@@ -49,15 +57,16 @@ async def test_a_lost_command_is_sent_again_after_its_timeout_and_the_saga_compl
 
     assert order["status"] == "COMPLETED"
     assert len(transport.lost) == 1
-    attempts = _commands(data_dir, PROCESS)
+    attempts = _sent(data_dir, trigger)
     assert len(attempts) == 2
     assert len(set(attempts)) == 2, "each attempt has its own id"
-    assert [e["type"] for e in timeline].count(PROCESS) == 2
+    assert [e["type"] for e in timeline].count(trigger) == 2
     assert _audit(data_dir) == []
 
 
-async def test_a_step_that_never_answers_is_compensated_after_its_attempts(data_dir):
-    app, _ = _app(data_dir, {PROCESS: -1}, "step=0.1,attempts=2")
+async def test_a_step_that_never_answers_is_compensated_after_its_attempts(data_dir, saga_mode):
+    trigger = PAYMENT_TRIGGER[saga_mode]
+    app, _ = _app(data_dir, {trigger: -1}, "step=0.1,attempts=2", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
@@ -65,14 +74,16 @@ async def test_a_step_that_never_answers_is_compensated_after_its_attempts(data_
 
     assert order["status"] == "CANCELLED"
     assert order["reason"] == "payment timed out after 2 attempts"
-    assert len(_commands(data_dir, PROCESS)) == 2
+    assert len(_sent(data_dir, trigger)) == 2
     # The step in flight is compensated too: its refund leaves a tombstone.
     assert query(data_dir, "payment", "SELECT status FROM payments") == [("VOIDED",)]
+    assert query(data_dir, "inventory", "SELECT count(*) FROM reservation_lines") == [(0,)]
     assert _audit(data_dir) == []
 
 
-async def test_the_whole_saga_deadline_aborts_a_saga_that_runs_too_long(data_dir):
-    app, _ = _app(data_dir, {PROCESS: -1}, "step=30,attempts=5,saga=0.3")
+async def test_the_whole_saga_deadline_aborts_a_saga_that_runs_too_long(data_dir, saga_mode):
+    trigger = PAYMENT_TRIGGER[saga_mode]
+    app, _ = _app(data_dir, {trigger: -1}, "step=30,attempts=5,saga=0.3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
@@ -81,29 +92,31 @@ async def test_the_whole_saga_deadline_aborts_a_saga_that_runs_too_long(data_dir
     assert order["reason"] == "saga deadline exceeded"
 
 
-async def test_a_pending_timer_survives_a_restart_and_fires_once(data_dir):
-    app, _ = _app(data_dir, {PROCESS: -1}, "step=0.5,attempts=3")
+async def test_a_pending_timer_survives_a_restart_and_fires_once(data_dir, saga_mode):
+    trigger = PAYMENT_TRIGGER[saga_mode]
+    app, _ = _app(data_dir, {trigger: -1}, "step=0.5,attempts=3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
-        await wait_for(lambda: len(_commands(data_dir, PROCESS)) == 1)
+        await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
     # Stopped before the timeout; a new process on the same files takes it over.
-    app, _ = _app(data_dir, {}, "step=0.5,attempts=3")
+    app, _ = _app(data_dir, {}, "step=0.5,attempts=3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         order = await final_order(client, order_id)
         await wait_for(lambda: quiescent(data_dir))
 
     assert order["status"] == "COMPLETED"
-    assert len(_commands(data_dir, PROCESS)) == 2
+    assert len(_sent(data_dir, trigger)) == 2
     assert _audit(data_dir) == []
 
 
-async def test_an_operator_abort_compensates_and_is_safe_to_repeat(data_dir):
-    app, _ = _app(data_dir, {PROCESS: -1}, "step=60")
+async def test_an_operator_abort_compensates_and_is_safe_to_repeat(data_dir, saga_mode):
+    trigger = PAYMENT_TRIGGER[saga_mode]
+    app, _ = _app(data_dir, {trigger: -1}, "step=60", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
-        await wait_for(lambda: len(_commands(data_dir, PROCESS)) == 1)
+        await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
         first = await client.post(f"/sagas/{order_id}/abort", json={"reason": "customer called"})
         second = await client.post(f"/sagas/{order_id}/abort")
         order = await final_order(client, order_id)
@@ -115,12 +128,12 @@ async def test_an_operator_abort_compensates_and_is_safe_to_repeat(data_dir):
     assert order["status"] == "CANCELLED"
     assert order["reason"] == "customer called"
     assert [e["type"] for e in timeline].count("checkout.AbortSaga") == 2
-    assert [e["type"] for e in timeline].count("order.CancelOrder") == 1
+    assert [e["type"] for e in timeline].count("order.OrderCancelled") == 1
     assert _audit(data_dir) == []
 
 
-async def test_an_operator_abort_after_completion_changes_nothing(data_dir):
-    app, _ = _app(data_dir, {}, "step=60")
+async def test_an_operator_abort_after_completion_changes_nothing(data_dir, saga_mode):
+    app, _ = _app(data_dir, {}, "step=60", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
@@ -133,17 +146,18 @@ async def test_an_operator_abort_after_completion_changes_nothing(data_dir):
     assert _audit(data_dir) == []
 
 
-async def test_an_operator_retry_sends_the_stuck_step_again(data_dir):
-    app, _ = _app(data_dir, {PROCESS: 1}, "step=60")
+async def test_an_operator_retry_sends_the_stuck_step_again(data_dir, saga_mode):
+    trigger = PAYMENT_TRIGGER[saga_mode]
+    app, _ = _app(data_dir, {trigger: 1}, "step=60", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
-        await wait_for(lambda: len(_commands(data_dir, PROCESS)) == 1)
+        await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
         assert (await client.post(f"/sagas/{order_id}/retry")).status_code == 202
         order = await final_order(client, order_id)
-        await wait_for(lambda: quiescent(data_dir))
         assert (await client.post(f"/sagas/{order_id}/retry")).status_code == 202
+        await wait_for(lambda: quiescent(data_dir))
 
     assert order["status"] == "COMPLETED"
-    assert len(_commands(data_dir, PROCESS)) == 2
+    assert len(_sent(data_dir, trigger)) == 2
     assert _audit(data_dir) == []

@@ -72,14 +72,19 @@ class CancelShipment(Command, frozen=True, kw_only=True):
     TYPE = "shipping.CancelShipment"
     COMPENSATION = True
     order_id: str
+    reason: str | None = None
 
 
 class ShipmentCancelled(Event, frozen=True, kw_only=True):
-    """Emitted once when an order's shipment is cancelled (or found never scheduled)."""
+    """Emitted once when an order's shipment is cancelled (or found never scheduled).
+
+    ``reason`` repeats the cancellation request's reason.
+    """
 
     TYPE = "shipping.ShipmentCancelled"
     COMPENSATION = True
     order_id: str
+    reason: str | None = None
 
 
 MESSAGES: tuple[type[Message], ...] = (

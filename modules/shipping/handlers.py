@@ -78,4 +78,4 @@ def cancel_shipment(tx: Tx, command: CancelShipment) -> None:
             "UPDATE shipments SET status = ?, updated_at = ? WHERE order_id = ?",
             (ShipmentStatus.CANCELLED, tx.now, order_id),
         )
-    tx.emit(ShipmentCancelled(order_id=order_id))
+    tx.emit(ShipmentCancelled(order_id=order_id, reason=command.reason))
