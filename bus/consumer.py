@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 
 from bus.chaos import ChaosPlan, InjectedFaultError
-from bus.errors import BusError, UnknownMessageTypeError
-from bus.messages import Envelope, MessageRegistry
+from bus.errors import BusError, MessageDecodeError, UnknownMessageTypeError
+from bus.messages import Envelope, MessageRegistry, Undecodable
 from bus.retry import RetryPolicy
 from bus.sqlite import Database, Tx
 
@@ -132,6 +132,8 @@ class Consumer:
             ).rowcount
             if not inserted:
                 return
+        if isinstance(envelope.message, Undecodable):
+            raise MessageDecodeError(envelope.type, envelope.version, envelope.message.error)
         if self.chaos is not None and self.chaos.hits("exception", envelope, attempt):
             raise InjectedFaultError(f"injected failure of {envelope.type} (attempt {attempt})")
         route = self.routes.get(envelope.type)
@@ -215,7 +217,7 @@ class Consumer:
         conn.execute("SAVEPOINT retry")
         try:
             message_id, type_, version, key, cause, source, at, payload, context = fields
-            message = self.registry.decode(type_, version, payload)
+            message = self.registry.decode_or_undecodable(type_, version, payload, key)
             envelope = Envelope(
                 message_id, type_, version, key, cause, source, at, payload, message, context
             )

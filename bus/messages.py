@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from bus.errors import MessageDecodeError, UnknownMessageTypeError
+from bus.errors import BusError, MessageDecodeError, UnknownMessageTypeError
 
 __all__ = [
     "Command",
@@ -23,6 +23,7 @@ __all__ = [
     "Event",
     "Message",
     "MessageRegistry",
+    "Undecodable",
     "Upcaster",
     "new_id",
 ]
@@ -55,6 +56,19 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
         """The correlation id of this message."""
         value: str = getattr(self, self.KEY)
         return value
+
+
+class Undecodable(Message, frozen=True, kw_only=True):
+    """Stands in for a payload that could not be decoded or validated.
+
+    Transports deliver it instead of dropping the message, so that the
+    consumer parks it as a dead letter, with the error, where an operator sees it.
+    """
+
+    TYPE = "bus.Undecodable"
+    KEY = "correlation_id"
+    correlation_id: str
+    error: str
 
 
 class Command(Message, frozen=True, kw_only=True):
@@ -132,6 +146,15 @@ class MessageRegistry:
     @property
     def types(self) -> tuple[type[Message], ...]:
         return tuple(self._types.values())
+
+    def decode_or_undecodable(
+        self, type_name: str, version: int, payload: bytes, correlation_id: str
+    ) -> Message:
+        """Like ``decode``, but a failure becomes an ``Undecodable`` carrying the error."""
+        try:
+            return self.decode(type_name, version, payload)
+        except BusError as exc:
+            return Undecodable(correlation_id=correlation_id, error=str(exc))
 
     def decode(self, type_name: str, version: int, payload: bytes) -> Message:
         """Decode a payload written at ``version``, upcasting it to the current version."""

@@ -9,7 +9,6 @@ from typing import Any
 
 import anyio
 
-from bus.errors import BusError
 from bus.messages import Envelope, MessageRegistry
 from bus.ports import Transport
 from bus.sqlite import Database, Tx
@@ -95,12 +94,9 @@ class OutboxRelay:
             payload,
             ctx,
         ) in await self.db.transact(load):
-            try:
-                message = self.registry.decode(type_, version, payload)
-            except BusError:
-                # Written by a newer or broken build: keep it undelivered, loudly.
-                log.exception("relay %s: cannot decode outbox row %s", self.db.name, seq)
-                continue
+            # A row this build cannot read is still delivered, as Undecodable:
+            # its consumers park it as a dead letter where an operator sees it.
+            message = self.registry.decode_or_undecodable(type_, version, payload, corr)
             envelope = Envelope(
                 message_id, type_, version, corr, cause, source, at, payload, message, ctx, seq=seq
             )
