@@ -143,7 +143,12 @@ def audit(
         )
         if require_terminal and pending:
             bad.append(f"{name}: {pending} outbox messages undelivered")
-        ((dead,),) = _all(data_dir, name, "SELECT count(*) FROM dead_letter")
+        ((dead,),) = _all(data_dir, name, "SELECT count(*) FROM dead_letter WHERE status = 'DEAD'")
         if dead:
             bad.append(f"{name}: {dead} dead letters")
+        ((parked,),) = _all(
+            data_dir, name, "SELECT count(*) FROM dead_letter WHERE status = 'RETRYING'"
+        )
+        if require_terminal and parked:
+            bad.append(f"{name}: {parked} messages still waiting for a retry")
     return bad

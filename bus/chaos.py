@@ -39,9 +39,11 @@ class ChaosPlan:
     def parse(cls, spec: str | None, seed: int = 0) -> ChaosPlan | None:
         """Parse ``duplicate=0.05,hang=0.01;payment.ProcessPayment:exception=0.2``.
 
-        Entries are separated by ``;``; an entry without ``TYPE:`` applies to every type.
+        Entries are separated by ``;``; an entry without ``TYPE:`` applies to every
+        type. ``delay_s`` and ``hang_s`` set how long a delay or a hang lasts.
         """
         rates: dict[str, dict[str, float]] = {}
+        durations = {"delay_s": cls.delay, "hang_s": cls.hang}
         for entry in (spec or "").split(";"):
             if not entry.strip():
                 continue
@@ -49,10 +51,13 @@ class ChaosPlan:
             for part in faults.split(","):
                 kind, _, rate = part.partition("=")
                 kind = kind.strip()
+                if kind in durations:
+                    durations[kind] = float(rate)
+                    continue
                 if kind not in KINDS or not 0.0 <= float(rate) <= 1.0:
                     raise ValueError(f"bad chaos setting {part!r}: kinds are {KINDS}, rates 0..1")
                 rates.setdefault(type_name.strip() or "*", {})[kind] = float(rate)
-        return cls(rates, seed) if rates else None
+        return cls(rates, seed, durations["delay_s"], durations["hang_s"]) if rates else None
 
     def hits(self, kind: str, envelope: Envelope, attempt: int = 1) -> bool:
         rate = self.rates.get(envelope.type, {}).get(kind, self.rates.get("*", {}).get(kind, 0.0))

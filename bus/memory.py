@@ -28,6 +28,17 @@ class DuplicateHandlerError(Exception):
     """Raised when a second subscription asks for a command type."""
 
 
+class _Delivery:
+    """One published envelope, until every subscription it went to has handled it."""
+
+    __slots__ = ("envelope", "on_delivered", "remaining")
+
+    def __init__(self, envelope: Envelope, remaining: int, on_delivered: DeliveredCallback) -> None:
+        self.envelope = envelope
+        self.remaining = remaining
+        self.on_delivered = on_delivered
+
+
 class _Subscription:
     __slots__ = ("handler", "name", "queue", "types", "wakeup")
 
@@ -35,7 +46,7 @@ class _Subscription:
         self.name = name
         self.types = None if types is None else frozenset(types)
         self.handler = handler
-        self.queue: deque[Envelope] = deque()
+        self.queue: deque[_Delivery] = deque()
         self.wakeup = anyio.Event()
 
 
@@ -48,7 +59,6 @@ class InMemoryTransport:
         self._registry = registry
         self._subscriptions: list[_Subscription] = []
         self._routes: dict[str, list[_Subscription]] = {}
-        self._pending: dict[str, list[object]] = {}
         self._retry_delay = retry_delay
 
     def subscribe(
@@ -78,24 +88,20 @@ class InMemoryTransport:
             if not targets:
                 done.append(envelope)
                 continue
-            self._pending[envelope.message_id] = [len(targets), on_delivered, envelope]
+            delivery = _Delivery(envelope, len(targets), on_delivered)
             for sub in targets:
-                sub.queue.append(envelope)
+                sub.queue.append(delivery)
                 sub.wakeup.set()
         if done:
             on_delivered(done)
 
-    def _ack(self, batch: Sequence[Envelope]) -> None:
+    @staticmethod
+    def _ack(batch: Sequence[_Delivery]) -> None:
         finished: dict[DeliveredCallback, list[Envelope]] = {}
-        for envelope in batch:
-            entry = self._pending.get(envelope.message_id)
-            if entry is None:
-                continue
-            entry[0] -= 1  # type: ignore[operator]
-            if entry[0] == 0:
-                del self._pending[envelope.message_id]
-                callback: DeliveredCallback = entry[1]  # type: ignore[assignment]
-                finished.setdefault(callback, []).append(envelope)
+        for delivery in batch:
+            delivery.remaining -= 1
+            if delivery.remaining == 0:
+                finished.setdefault(delivery.on_delivered, []).append(delivery.envelope)
         for callback, envelopes in finished.items():
             callback(envelopes)
 
@@ -114,7 +120,7 @@ class InMemoryTransport:
             count = min(len(sub.queue), MAX_BATCH)
             batch = [sub.queue[i] for i in range(count)]
             try:
-                await sub.handler(batch)
+                await sub.handler([delivery.envelope for delivery in batch])
             except Exception:
                 # The handler could not even park the batch (its database is
                 # failing): keep it at the head of the queue and try again later.

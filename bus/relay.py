@@ -33,10 +33,12 @@ class OutboxRelay:
         self._delivered: list[int] = []
         self._mark_queued = False
         self._waiters: dict[str, anyio.Event] = {}
+        self._in_flight: set[str] = set()  # published, not yet delivered
         db.commit_hooks.append(self.publish)
         db.wait_delivered = self.wait_delivered
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
+        self._in_flight.update(envelope.message_id for envelope in envelopes)
         self.transport.publish(envelopes, self._on_delivered)
         if self.db.crash_points is not None:
             self.db.crash_points.reached(f"after-publish:{self.db.name}")
@@ -44,6 +46,7 @@ class OutboxRelay:
     def _on_delivered(self, envelopes: Sequence[Envelope]) -> None:
         self._delivered.extend(envelope.seq for envelope in envelopes)
         for envelope in envelopes:
+            self._in_flight.discard(envelope.message_id)
             waiter = self._waiters.pop(envelope.message_id, None)
             if waiter is not None:
                 waiter.set()
@@ -61,10 +64,11 @@ class OutboxRelay:
 
     async def wait_delivered(self, envelopes: Sequence[Envelope], limit: float) -> bool:
         """Wait until the transport has every envelope durably; ``False`` after ``limit`` s."""
-        events = []
-        for envelope in envelopes:
-            event = self._waiters.setdefault(envelope.message_id, anyio.Event())
-            events.append(event)
+        events = [
+            self._waiters.setdefault(envelope.message_id, anyio.Event())
+            for envelope in envelopes
+            if envelope.message_id in self._in_flight
+        ]
         with anyio.move_on_after(limit):
             for event in events:
                 await event.wait()
@@ -103,5 +107,5 @@ class OutboxRelay:
             envelopes.append(envelope)
         if envelopes:
             log.info("relay %s: publishing %d undispatched messages", self.db.name, len(envelopes))
-            self.transport.publish(envelopes, self._on_delivered)
+            self.publish(envelopes)
         return len(envelopes)

@@ -97,5 +97,9 @@ def quiescent(data_dir: Path) -> bool:
         return False
     return all(
         query(data_dir, name, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL")[0][0] == 0
+        and query(data_dir, name, "SELECT count(*) FROM dead_letter WHERE status = 'RETRYING'")[0][
+            0
+        ]
+        == 0
         for name in DB_NAMES
     )
