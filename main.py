@@ -19,6 +19,7 @@ import anyio
 import msgspec
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
+from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
 
@@ -195,10 +196,24 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
             status_code=200 if ok else HTTP_503_SERVICE_UNAVAILABLE,
         )
 
-    def bad_input(request: Request[Any, Any, Any], exc: msgspec.ValidationError) -> Response[Any]:
+    def bad_input(request: Request[Any, Any, Any], exc: msgspec.DecodeError) -> Response[Any]:
         return Response(
             {"status_code": HTTP_400_BAD_REQUEST, "detail": f"Validation failed: {exc}"},
             status_code=HTTP_400_BAD_REQUEST,
+            media_type=MediaType.JSON,
+        )
+
+    def invalid(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+        # Litestar reports a missing body as a KeyError on the handler's 'data'.
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        if any(e.get("key") == "data" and e.get("message") == "'data'" for e in extra):
+            exc = ValidationException(
+                "Validation failed: the request body is missing; send a JSON object",
+                extra=[{"key": "body", "message": "missing or empty"}],
+            )
+        return Response(
+            {"status_code": exc.status_code, "detail": exc.detail, "extra": exc.extra},
+            status_code=exc.status_code,
             media_type=MediaType.JSON,
         )
 
@@ -210,7 +225,7 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
     app = Litestar(
         route_handlers=handlers,  # type: ignore[arg-type]
         lifespan=[lifespan],
-        exception_handlers={msgspec.ValidationError: bad_input},
+        exception_handlers={msgspec.DecodeError: bad_input, ValidationException: invalid},
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # main() configures logging for the whole process
         openapi_config=OpenAPIConfig(title="Saga checkout", version="0.1.0"),

@@ -4,6 +4,7 @@ dispatched once the transport has them durably."""
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ class OutboxRelay:
         self._mark_queued = False
         self._waiters: dict[str, anyio.Event] = {}
         self._in_flight: set[str] = set()  # published, not yet delivered
+        self._lock = threading.Lock()
         db.commit_hooks.append(self.publish)
         db.wait_delivered = self.wait_delivered
 
@@ -44,20 +46,26 @@ class OutboxRelay:
             self.db.crash_points.reached(f"after-publish:{self.db.name}")
 
     def _on_delivered(self, envelopes: Sequence[Envelope]) -> None:
-        self._delivered.extend(envelope.seq for envelope in envelopes)
+        seqs = [envelope.seq for envelope in envelopes]
+        # The list is swapped out by _mark_dispatched in the writer thread.
+        with self._lock:
+            self._delivered.extend(seqs)
+            submit, self._mark_queued = not self._mark_queued, True
+        if submit:
+            self.db.submit(self._mark_dispatched)
         for envelope in envelopes:
             self._in_flight.discard(envelope.message_id)
             waiter = self._waiters.pop(envelope.message_id, None)
             if waiter is not None:
                 waiter.set()
-        if not self._mark_queued:
-            self._mark_queued = True
-            self.db.submit(self._mark_dispatched)
 
     def _mark_dispatched(self, tx: Tx) -> None:
-        # Runs in the writer thread as part of the next group commit.
-        seqs, self._delivered = self._delivered, []
-        self._mark_queued = False
+        # Runs in the writer thread as part of the next group commit. (If that
+        # commit fails, these rows stay undispatched until the next start-up
+        # publishes them again; consumers drop the duplicates.)
+        with self._lock:
+            seqs, self._delivered = self._delivered, []
+            self._mark_queued = False
         tx.conn.executemany(
             "UPDATE outbox SET dispatched_at = ? WHERE seq = ?", [(tx.now, seq) for seq in seqs]
         )

@@ -53,7 +53,7 @@ async def test_racing_orders_conserve_money_and_stock(
         ordered = sum(
             item["quantity"]
             for r in completed
-            for item in r["items"]  # type: ignore[attr-defined]
+            for item in r["items"]
             if item["sku"] == sku
         )
         assert ordered == stock - sold[sku] <= stock

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import get, put
+from litestar import Request, get, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bus.http import strict_body
 from bus.messages import Envelope
 from bus.sqlite import Database, Tx
 from modules.inventory.db import ProductRow
@@ -40,8 +41,11 @@ def inventory_routes(db: Database) -> list[HTTPRouteHandler]:
     """Build the inventory routes over the module's database."""
 
     @put("/products/{sku:str}", operation_id="putProduct", tags=["products"])
-    async def put_product(sku: Sku, data: JSONBody[ProductRequest]) -> ProductView:
+    async def put_product(
+        sku: Sku, data: JSONBody[ProductRequest], request: Request[Any, Any, Any]
+    ) -> ProductView:
         """Create a product or set its name, price and sellable stock."""
+        data = await strict_body(request, ProductRequest)
 
         def write(tx: Tx) -> list[Envelope]:
             upsert_product(tx, sku, data.name, data.price_cents, data.stock)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import msgspec
-from litestar import Response, get, post
+from litestar import Request, Response, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bus.http import strict_body
 from bus.messages import Envelope
 from bus.sqlite import Database
 from modules.order.db import OrderItemRow, OrderRow
@@ -108,11 +109,13 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
     @post("/orders", status_code=202, operation_id="placeOrder", tags=["orders"])
     async def place(
         data: JSONBody[PlaceOrderRequest],
+        request: Request[Any, Any, Any],
         idempotency_key: Annotated[
-            str | None, HeaderParameter(name="Idempotency-Key", max_length=200)
+            str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)
         ] = None,
     ) -> Response[OrderAccepted]:
         """Accept an order; the checkout saga then runs in the background."""
+        data = await strict_body(request, PlaceOrderRequest)
         fingerprint = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
         new = NewOrder(
             order_id=str(uuid.uuid4()),

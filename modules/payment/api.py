@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
-from litestar import get, put
+from litestar import Request, get, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bus.http import strict_body
 from bus.messages import Envelope
 from bus.sqlite import Database, Tx
 from modules.payment.db import AccountRow
@@ -33,7 +34,7 @@ class AccountView(msgspec.Struct):
 
 
 CustomerId = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
 ]
 
 
@@ -41,8 +42,11 @@ def payment_routes(db: Database) -> list[HTTPRouteHandler]:
     """Build the payment routes over the module's database."""
 
     @put("/customers/{customer_id:str}", operation_id="putCustomer", tags=["customers"])
-    async def put_customer(customer_id: CustomerId, data: JSONBody[AccountRequest]) -> AccountView:
+    async def put_customer(
+        customer_id: CustomerId, data: JSONBody[AccountRequest], request: Request[Any, Any, Any]
+    ) -> AccountView:
         """Open or update a customer's payment account and set its balance."""
+        data = await strict_body(request, AccountRequest)
 
         def write(tx: Tx) -> list[Envelope]:
             upsert_account(tx, customer_id, data.name, data.balance_cents)

@@ -1,0 +1,731 @@
+"""End-to-end throughput and latency of the checkout saga, through the HTTP API.
+
+    python -m bench.saga_bench --n 2000 --concurrency 64            # spawn the app
+    python -m bench.saga_bench --n 2000 --concurrency 64 --reps 3   # 3 fresh runs + summary
+    python -m bench.saga_bench --url http://127.0.0.1:8000          # a running app
+
+It seeds a catalog and customers through the API, then C concurrent clients
+each place an order (``POST /orders``), wait for its terminal status with the
+long poll (``GET /orders/{id}?wait=30``) and go on with the next order. A
+deterministic fraction of the orders ship to a country that is not served, so
+their saga compensates (stock released, payment refunded, order cancelled);
+``--fail-mode mixed`` rotates payment, stock and shipping failures instead.
+
+stdout: one JSON object per run; with ``--reps`` a line per run (each in a fresh
+bench process, and with ``--spawn`` a fresh app and data dir) and a summary
+line. Progress goes to stderr. The exit status is non-zero if any run had
+errors or, when spawned, invariant violations in the audit of the databases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import random
+import resource
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.invariants import audit, counts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SERVED_COUNTRY = "DE"
+UNSERVED_COUNTRY = "AQ"  # not in the default shipping countries
+N_SKUS = 20
+N_CUSTOMERS = 50
+STOCK = 10**9
+BALANCE = 10**12
+WAIT_S = 30
+ORDER_TIMEOUT_S = 120.0
+JSON_HEADERS = {"content-type": "application/json"}
+REASONS = {
+    "shipping": "shipping failed: country_not_served",
+    "payment": "payment failed: insufficient_funds",
+    "stock": "stock failed: insufficient_stock",
+}
+
+
+def log(message: str) -> None:
+    print(f"[saga_bench] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of a sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, math.ceil(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[k]
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name may contain spaces: fields are counted after its ")".
+    fields = stat.rpartition(")")[2].split()
+    utime, stime = int(fields[11]), int(fields[12])
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float]:
+    """All CPUs' (busy, total) seconds since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    idle = values[3] + values[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle) / tick, sum(values) / tick
+
+
+def cpu_idle_percent(seconds: float = 3.0) -> float:
+    """The machine's idle CPU share over ``seconds``."""
+    busy0, total0 = machine_cpu()
+    time.sleep(seconds)
+    busy1, total1 = machine_cpu()
+    return 100.0 - 100.0 * (busy1 - busy0) / max(total1 - total0, 1e-9)
+
+
+def wait_for_idle(percent: float, max_wait: float) -> float:
+    """Block until the CPUs are at least ``percent`` idle (or ``max_wait`` s passed)."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        idle = cpu_idle_percent()
+        if idle >= percent or time.monotonic() > deadline:
+            return round(idle, 1)
+        log(f"machine busy ({idle:.0f}% idle < {percent:.0f}%): waiting")
+
+
+def self_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip()
+                break
+    try:
+        nproc = len(os.sched_getaffinity(0))
+    except AttributeError:
+        nproc = os.cpu_count() or 0
+    return {"nproc": nproc, "model_name": model, "platform": platform.platform()}
+
+
+def git_state() -> dict[str, Any]:
+    """The commit benchmarked and the tracked files changed in the working tree."""
+
+    def git(*argv: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.rstrip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    return {
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "modified": sorted(line[3:] for line in changed if line.strip()),
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# -- the workload --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Which orders are placed, and which of them must compensate (and why)."""
+
+    tag: str
+    fail_fraction: float
+    fail_mode: str
+    seed: int = 0
+    skus: list[str] = field(default_factory=list)
+    customers: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, tag: str, fail_fraction: float, fail_mode: str, seed: int) -> Workload:
+        return cls(
+            tag,
+            fail_fraction,
+            fail_mode,
+            seed,
+            [f"{tag}-sku-{i:02d}" for i in range(N_SKUS)],
+            [f"{tag}-cust-{i:02d}" for i in range(N_CUSTOMERS)],
+        )
+
+    @property
+    def broke_customer(self) -> str:
+        return f"{self.tag}-broke"
+
+    @property
+    def sold_out_sku(self) -> str:
+        return f"{self.tag}-sold-out"
+
+    def products(self) -> dict[str, tuple[int, int]]:
+        """``{sku: (price_cents, stock)}``."""
+        rng = random.Random(self.seed)
+        products = {sku: (rng.randrange(100, 5000), STOCK) for sku in self.skus}
+        if self.fail_mode == "mixed":
+            products[self.sold_out_sku] = (100, 0)
+        return products
+
+    def balances(self) -> dict[str, int]:
+        balances = dict.fromkeys(self.customers, BALANCE)
+        if self.fail_mode == "mixed":
+            balances[self.broke_customer] = 0
+        return balances
+
+    def failure(self, index: int) -> str | None:
+        """The step at which order ``index`` fails, or None: exactly round(n * f) of n fail."""
+        f = self.fail_fraction
+        if int((index + 1) * f) == int(index * f):
+            return None
+        if self.fail_mode == "shipping":
+            return "shipping"
+        return ("shipping", "payment", "stock")[int(index * f) % 3]
+
+    def order(self, index: int) -> dict[str, Any]:
+        rng = random.Random(self.seed * 1_000_003 + index)
+        lines = rng.randint(1, 3)
+        items = {sku: rng.randint(1, 3) for sku in rng.sample(self.skus, lines)}
+        customer = self.customers[index % len(self.customers)]
+        country = SERVED_COUNTRY
+        failure = self.failure(index)
+        if failure == "shipping":
+            country = UNSERVED_COUNTRY
+        elif failure == "payment":
+            customer = self.broke_customer
+        elif failure == "stock":
+            items[self.sold_out_sku] = 1
+        return {
+            "customer_id": customer,
+            "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
+            "shipping_address": {
+                "name": "Ada Lovelace",
+                "line1": "1 Main St",
+                "city": "Berlin",
+                "postal_code": "10115",
+                "country": country,
+            },
+        }
+
+
+# -- the clients ---------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    latencies_ms: list[float] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    requests: int = 0
+    first_start: float = math.inf
+    last_end: float = 0.0
+
+
+async def seed(client: httpx.AsyncClient, workload: Workload) -> None:
+    async def put(path: str, body: dict[str, Any]) -> None:
+        response = await client.put(path, json=body)
+        if response.status_code != 200:
+            raise RuntimeError(f"PUT {path}: {response.status_code} {response.text}")
+
+    await asyncio.gather(
+        *(
+            put(f"/products/{sku}", {"name": sku, "price_cents": price, "stock": stock})
+            for sku, (price, stock) in workload.products().items()
+        ),
+        *(
+            put(f"/customers/{cid}", {"name": cid, "balance_cents": balance})
+            for cid, balance in workload.balances().items()
+        ),
+    )
+
+
+async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, phase: Phase) -> None:
+    start = time.perf_counter()
+    phase.first_start = min(phase.first_start, start)
+    body = json.dumps(workload.order(index)).encode()
+    phase.requests += 1
+    try:
+        response = await client.post("/orders", content=body, headers=JSON_HEADERS)
+    except httpx.TransportError as exc:
+        raise RuntimeError(f"POST /orders: {exc!r}") from exc
+    if response.status_code != 202:
+        raise RuntimeError(f"POST /orders: {response.status_code} {response.text[:200]}")
+    order_id = response.json()["order_id"]
+    while True:
+        phase.requests += 1
+        try:
+            response = await client.get(f"/orders/{order_id}?wait={WAIT_S}")
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"GET /orders/{order_id}: {exc!r}") from exc
+        if response.status_code != 200:
+            raise RuntimeError(f"GET /orders/{order_id}: {response.status_code}")
+        body = response.json()
+        if body["status"] != "PENDING":
+            break
+        if time.perf_counter() - start > ORDER_TIMEOUT_S:
+            raise RuntimeError(f"order {order_id} still PENDING after {ORDER_TIMEOUT_S} s")
+    end = time.perf_counter()
+    phase.last_end = max(phase.last_end, end)
+    phase.latencies_ms.append((end - start) * 1000)
+    status = body["status"]
+    phase.outcomes[status] = phase.outcomes.get(status, 0) + 1
+    failure = workload.failure(index)
+    want = "CANCELLED" if failure else "COMPLETED"
+    if status != want or (failure and body.get("reason") != REASONS[failure]):
+        raise RuntimeError(
+            f"order #{index} {order_id}: {status} ({body.get('reason')}), expected {want}"
+            + (f" ({REASONS[failure]})" if failure else "")
+        )
+
+
+async def drive(
+    clients: list[httpx.AsyncClient], workload: Workload, first: int, count: int, concurrency: int
+) -> Phase:
+    phase = Phase()
+    next_index = first
+    end_index = first + count
+    progress_every = max(count // 10, 1)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal next_index
+        while next_index < end_index:
+            index = next_index
+            next_index += 1
+            try:
+                await one_saga(client, workload, index, phase)
+            except Exception as exc:  # noqa: BLE001 - counted and reported
+                phase.errors.append(f"{type(exc).__name__}: {exc}")
+            done = len(phase.latencies_ms) + len(phase.errors)
+            if done % progress_every == 0:
+                log(f"  {done}/{count} sagas done")
+
+    await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(concurrency)))
+    return phase
+
+
+# -- the app -------------------------------------------------------------------
+
+
+class App:
+    """The app as a subprocess on a fresh data dir and a free port."""
+
+    def __init__(self, synchronous: str, keep: bool, saga: str = "orchestration") -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="saga-bench-"))
+        self.data_dir = self.workdir / "data"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.synchronous = synchronous
+        self.saga = saga
+        self.keep = keep
+        self.log_path = self.workdir / "app.log"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.killed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    async def start(self) -> None:
+        cmd = [
+            sys.executable,
+            str(ROOT / "main.py"),
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+            "--log-level",
+            "WARNING",
+            "--synchronous",
+            self.synchronous,
+            "--saga",
+            self.saga,
+        ]
+        log(f"starting app: {' '.join(cmd)}")
+        with self.log_path.open("wb") as app_log:
+            self.proc = await asyncio.create_subprocess_exec(
+                *cmd, cwd=ROOT, stdout=app_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
+            while True:
+                if self.proc.returncode is not None:
+                    raise RuntimeError(f"app exited with {self.proc.returncode}: {self.log_tail()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"app not healthy after 60 s: {self.log_tail()}")
+                await asyncio.sleep(0.1)
+        log(f"app pid {self.proc.pid} healthy on {self.url}, data in {self.data_dir}")
+
+    async def stop(self) -> int | None:
+        """SIGTERM, then wait; uvicorn re-raises the signal after its graceful
+        shutdown, so a clean stop exits with -15."""
+        if self.proc is None:
+            return None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 30)
+            except TimeoutError:
+                log("app did not stop within 30 s of SIGTERM: killing it")
+                self.killed = True
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self, chars: int = 2000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def cleanup(self) -> None:
+        if self.keep:
+            log(f"kept {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# -- one run -------------------------------------------------------------------
+
+
+async def run_once(args: argparse.Namespace) -> dict[str, Any]:
+    app = None if args.url else App(args.synchronous, args.keep, args.saga)
+    tag = f"b{os.getpid()}x{int(time.time()) % 100000}"
+    workload = Workload.build(tag, args.fail_fraction, args.fail_mode, args.seed)
+    record: dict[str, Any] = {"kind": "run"}
+    try:
+        if app is not None:
+            await app.start()
+        url = args.url or (app.url if app else "")
+        # Each client's pool holds a connection per worker it serves. Idle
+        # connections expire before uvicorn's 5 s keep-alive timeout closes
+        # them, so that a request never races the server's close.
+        per_client = math.ceil(args.concurrency / args.clients)
+        limits = httpx.Limits(
+            max_connections=per_client, max_keepalive_connections=per_client, keepalive_expiry=2.0
+        )
+        timeout = httpx.Timeout(WAIT_S + 30, connect=10)
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(
+                    httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+                )
+                for _ in range(args.clients)
+            ]
+            log(f"seeding {N_SKUS} products and {N_CUSTOMERS} customers (tag {tag})")
+            await seed(clients[0], workload)
+            if args.warmup:
+                log(f"warm-up: {args.warmup} sagas")
+                warm = await drive(clients, workload, 0, args.warmup, args.concurrency)
+                if warm.errors:
+                    log(f"warm-up errors: {warm.errors[:3]}")
+            pid = app.pid if app else None
+            load_before = loadavg()
+            cpu_app_0 = proc_cpu_seconds(pid) if pid else None
+            cpu_self_0 = self_cpu_seconds()
+            machine_0 = machine_cpu()
+            log(f"measuring: {args.n} sagas, C={args.concurrency}, load {load_before}")
+            phase = await drive(clients, workload, args.warmup, args.n, args.concurrency)
+            cpu_app_1 = proc_cpu_seconds(pid) if pid else None
+            cpu_self_1 = self_cpu_seconds()
+            machine_1 = machine_cpu()
+            load_after = loadavg()
+        wall = phase.last_end - phase.first_start if phase.latencies_ms else math.nan
+        lat = sorted(phase.latencies_ms)
+        expected_cancelled = sum(
+            1 for i in range(args.warmup, args.warmup + args.n) if workload.failure(i)
+        )
+        app_cpu = cpu_app_1 - cpu_app_0 if cpu_app_0 is not None and cpu_app_1 is not None else None
+        client_cpu = cpu_self_1 - cpu_self_0
+        machine_busy = machine_1[0] - machine_0[0]
+        machine_span = machine_1[1] - machine_0[1]
+        record.update(
+            {
+                "n": args.n,
+                "concurrency": args.concurrency,
+                "clients": args.clients,
+                "warmup": args.warmup,
+                "fail_fraction": args.fail_fraction,
+                "fail_mode": args.fail_mode,
+                "spawned": app is not None,
+                "synchronous": args.synchronous if app is not None else "unknown (--url)",
+                "saga": args.saga if app is not None else "unknown (--url)",
+                "wall_s": round(wall, 3),
+                "sagas_per_s": round(len(lat) / wall, 1) if lat else 0.0,
+                "p50_ms": round(percentile(lat, 50), 2),
+                "p95_ms": round(percentile(lat, 95), 2),
+                "p99_ms": round(percentile(lat, 99), 2),
+                "max_ms": round(lat[-1], 2) if lat else math.nan,
+                "outcomes": {
+                    "COMPLETED": phase.outcomes.get("COMPLETED", 0),
+                    "CANCELLED": phase.outcomes.get("CANCELLED", 0),
+                },
+                "expected_cancelled": expected_cancelled,
+                "http_requests": phase.requests,
+                "errors": len(phase.errors),
+                "error_samples": phase.errors[:5],
+                "loadavg_before": load_before,
+                "loadavg_after": load_after,
+                "app_pid": pid,
+                "app_cpu_s": round(app_cpu, 2) if app_cpu is not None else None,
+                "app_cpu_ms_per_saga": round(app_cpu * 1000 / args.n, 2)
+                if app_cpu is not None
+                else None,
+                "app_cpu_cores": round(app_cpu / wall, 2) if app_cpu is not None and lat else None,
+                "client_cpu_s": round(client_cpu, 2),
+                "client_cpu_ms_per_saga": round(client_cpu * 1000 / args.n, 2),
+                # All CPUs during the measured phase: how busy the machine was,
+                # and how much of that was neither the app nor this client.
+                "machine_busy_percent": round(100 * machine_busy / max(machine_span, 1e-9), 1),
+                "other_cpu_cores": round((machine_busy - client_cpu - (app_cpu or 0)) / wall, 2)
+                if lat
+                else None,
+                "python": platform.python_version(),
+                "sqlite": sqlite3.sqlite_version,
+                "machine": machine(),
+                "git": git_state(),
+                "url": url,
+            }
+        )
+    finally:
+        if app is not None:
+            rc = await app.stop()
+            log(f"app stopped (exit code {rc})")
+            record["app_exit_code"] = rc
+            record["app_killed"] = app.killed
+    if app is not None:
+        try:
+            products = workload.products()
+            violations = audit(
+                app.data_dir,
+                initial_stock={sku: stock for sku, (_, stock) in products.items()},
+                initial_balance=workload.balances(),
+            )
+            record["orders_in_db"] = counts(app.data_dir)
+            record["violations"] = len(violations)
+            record["violation_samples"] = violations[:5]
+            if violations:
+                log(f"{len(violations)} invariant violations; app log tail:\n{app.log_tail()}")
+        finally:
+            app.cleanup()
+    return record
+
+
+def run_failed(record: dict[str, Any]) -> bool:
+    return bool(record.get("errors")) or bool(record.get("violations"))
+
+
+# -- repetitions ---------------------------------------------------------------
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.saga_bench",
+        "--reps",
+        "1",
+        "--n",
+        str(args.n),
+        "--concurrency",
+        str(args.concurrency),
+        "--clients",
+        str(args.clients),
+        "--warmup",
+        str(args.warmup),
+        "--fail-fraction",
+        str(args.fail_fraction),
+        "--fail-mode",
+        args.fail_mode,
+        "--synchronous",
+        args.synchronous,
+        "--saga",
+        args.saga,
+        "--seed",
+        str(args.seed),
+    ]
+    if args.url:
+        argv += ["--url", args.url]
+    if args.keep:
+        argv.append("--keep")
+    if args.wait_idle:
+        argv += ["--wait-idle", str(args.wait_idle), "--wait-max", str(args.wait_max)]
+    return argv
+
+
+def summarize(runs: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    def mmm(key: str) -> dict[str, float] | None:
+        values = [r[key] for r in runs if isinstance(r.get(key), int | float)]
+        if not values:
+            return None
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+    load = [r["loadavg_before"][0] for r in runs if r.get("loadavg_before")]
+    return {
+        "kind": "summary",
+        "reps": len(runs),
+        "failed_runs": sum(1 for r in runs if run_failed(r)),
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "clients": args.clients,
+        "synchronous": runs[0]["synchronous"] if runs else args.synchronous,
+        "saga": runs[0]["saga"] if runs else args.saga,
+        "fail_fraction": args.fail_fraction,
+        "fail_mode": args.fail_mode,
+        **{
+            key: mmm(key)
+            for key in (
+                "sagas_per_s",
+                "p50_ms",
+                "p95_ms",
+                "p99_ms",
+                "max_ms",
+                "app_cpu_ms_per_saga",
+                "client_cpu_ms_per_saga",
+                "other_cpu_cores",
+            )
+        },
+        "errors": sum(r.get("errors", 0) for r in runs),
+        "violations": sum(r.get("violations", 0) for r in runs),
+        "loadavg_1m_before": {"min": min(load), "max": max(load)} if load else None,
+    }
+
+
+def repeat(args: argparse.Namespace) -> int:
+    runs: list[dict[str, Any]] = []
+    status = 0
+    for rep in range(1, args.reps + 1):
+        log(f"rep {rep}/{args.reps}, load {loadavg()}")
+        proc = subprocess.run(child_argv(args), cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if not lines:
+            log(f"rep {rep} produced no result (exit code {proc.returncode})")
+            status = 1
+            continue
+        record = json.loads(lines[-1])
+        record["rep"] = rep
+        print(json.dumps(record), flush=True)
+        runs.append(record)
+        if proc.returncode != 0 or run_failed(record):
+            status = 1
+    if runs:
+        print(json.dumps(summarize(runs, args)), flush=True)
+    return status
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--n", type=int, default=2000, help="measured sagas (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=64, help="concurrent clients")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--url", help="benchmark an app that is already running at URL")
+    target.add_argument(
+        "--spawn",
+        action="store_true",
+        default=True,
+        help="start the app on a fresh data dir and a free port (the default)",
+    )
+    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument(
+        "--saga",
+        choices=["orchestration", "choreography"],
+        default="orchestration",
+        help="saga mode of the spawned app (default orchestration)",
+    )
+    parser.add_argument(
+        "--fail-fraction", type=float, default=0.1, help="share of orders that compensate"
+    )
+    parser.add_argument(
+        "--fail-mode",
+        choices=["shipping", "mixed"],
+        default="shipping",
+        help="shipping: unserved country (release + refund + cancel); mixed: rotate"
+        " shipping, payment (insufficient funds) and stock (sold out) failures",
+    )
+    parser.add_argument(
+        "--clients",
+        type=int,
+        default=1,
+        help="httpx.AsyncClients the workers are spread over (default 1: one shared client;"
+        " httpcore's pool scan costs O(connections) per request, so a few smaller pools"
+        " cost the client less CPU at high concurrency)",
+    )
+    parser.add_argument("--warmup", type=int, default=100, help="unmeasured sagas first")
+    parser.add_argument("--reps", type=int, default=1, help="runs, each in a fresh process")
+    parser.add_argument("--seed", type=int, default=0, help="seed of prices and order lines")
+    parser.add_argument("--keep", action="store_true", help="keep the spawned app's data dir")
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="PCT",
+        help="before each run, wait until the CPUs are at least PCT%% idle (shared machines)",
+    )
+    parser.add_argument(
+        "--wait-max", type=float, default=600.0, help="give up waiting for idle after this many s"
+    )
+    args = parser.parse_args(argv)
+    if min(args.n, args.concurrency, args.reps, args.clients) < 1 or args.warmup < 0:
+        parser.error("--n, --concurrency, --clients and --reps must be >= 1, --warmup >= 0")
+    args.clients = min(args.clients, args.concurrency)
+    if not 0 <= args.fail_fraction < 1:
+        parser.error("--fail-fraction must be in [0, 1)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.reps > 1:
+        return repeat(args)
+    idle = wait_for_idle(args.wait_idle, args.wait_max) if args.wait_idle else None
+    record = asyncio.run(run_once(args))
+    if idle is not None:
+        record["idle_percent_before"] = idle
+    print(json.dumps(record), flush=True)
+    return 1 if run_failed(record) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
