@@ -26,6 +26,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAIL
 from bus.chaos import ChaosPlan, ChaosTransport
 from bus.consumer import Consumer, Route
 from bus.faults import CrashPoints, FaultPlan
+from bus.kafka import KafkaSettings, KafkaTransport
 from bus.memory import InMemoryTransport
 from bus.messages import MessageRegistry
 from bus.module import ModuleHandle
@@ -36,7 +37,7 @@ from checkout import contract as checkout_contract
 from checkout import module as checkout_module
 from checkout.choreography import choreography_routes
 from checkout.modes import claim_mode
-from checkout.operations import operations_routes
+from checkout.operations import dead_letter_routes, saga_action_routes
 from checkout.policies import REFERENCE_DATA, reactions
 from checkout.policy import SagaTimeouts
 from modules import inventory, order, payment, shipping
@@ -68,6 +69,12 @@ class Settings:
     retry: str = ""
     chaos: str = ""
     timeouts: str = ""
+    bus: str = "memory"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_partitions: int = 8
+    kafka_replication: int = 1
+    kafka_prefix: str = "saga."
+    modules: str = "all"
     chaos_seed: int = 0
     log_level: str = "INFO"
 
@@ -85,8 +92,9 @@ class System:
     health: dict[str, str] = field(default_factory=dict)
 
     @property
-    def checkout(self) -> ModuleHandle:
-        return next(m for m in self.modules if m.name == "checkout")
+    def checkout(self) -> ModuleHandle | None:
+        """Checkout's handle, if this process runs it."""
+        return next((m for m in self.modules if m.name == "checkout"), None)
 
     @asynccontextmanager
     async def run(self) -> AsyncIterator[System]:
@@ -94,9 +102,10 @@ class System:
             for module in self.modules:
                 await stack.enter_async_context(module.db)
             checkout = self.checkout
-            previous = await checkout.db.transact(partial(claim_mode, mode=self.saga_mode))
-            if previous is not None:
-                log.info("saga mode changed from %s to %s", previous, self.saga_mode)
+            if checkout is not None:
+                previous = await checkout.db.transact(partial(claim_mode, mode=self.saga_mode))
+                if previous is not None:
+                    log.info("saga mode changed from %s to %s", previous, self.saga_mode)
             # Whatever a previous run committed but did not deliver goes first.
             for relay in self.relays:
                 await relay.recover()
@@ -120,6 +129,34 @@ class System:
             log.exception("%s failed", name)
 
 
+MODULES = ("order", "payment", "inventory", "shipping", "checkout")
+
+
+def parse_modules(spec: str) -> frozenset[str]:
+    """``all`` or a comma-separated list of module names."""
+    names = {name.strip() for name in spec.split(",") if name.strip()}
+    if names == {"all"}:
+        return frozenset(MODULES)
+    unknown = names - set(MODULES)
+    if unknown or not names:
+        raise SystemExit(
+            f"--modules: unknown {sorted(unknown)}; choose from all, {', '.join(MODULES)}"
+        )
+    return frozenset(names)
+
+
+def _transport(settings: Settings, registry: MessageRegistry) -> Transport:
+    if settings.bus == "kafka":
+        kafka = KafkaSettings(
+            bootstrap=settings.kafka_bootstrap,
+            partitions=settings.kafka_partitions,
+            replication=settings.kafka_replication,
+            prefix=settings.kafka_prefix,
+        )
+        return KafkaTransport(registry, kafka)
+    return InMemoryTransport(registry)
+
+
 def build_system(settings: Settings, *, transport: Transport | None = None) -> System:
     """Build every module and wire them to the bus; nothing runs yet."""
     orchestrate = settings.saga == "orchestration"
@@ -134,26 +171,31 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
         order.MESSAGES, payment.MESSAGES, inventory.MESSAGES, shipping.MESSAGES,
         checkout_contract.MESSAGES,
     )  # fmt: skip
-    bus = transport or InMemoryTransport(registry)
+    bus = transport or _transport(settings, registry)
     if chaos is not None:
         bus = ChaosTransport(bus, chaos)
-    checkout, tracker = checkout_module.build(
-        data_dir,
-        registry,
-        orchestrate=orchestrate,
-        timeouts=timeouts,
-        stuck_after=settings.stuck_after,
-        **common,
-    )
-    modules = [
-        order_module.build(data_dir, **common),
-        payment_module.build(data_dir, faults=faults, **common),
-        inventory_module.build(data_dir, faults=faults, **common),
-        shipping_module.build(
-            data_dir, countries=parse_countries(settings.ship_countries), faults=faults, **common
+    wanted = parse_modules(settings.modules)
+    countries = parse_countries(settings.ship_countries)
+    builders: dict[str, Callable[[], ModuleHandle]] = {
+        "order": lambda: order_module.build(data_dir, **common),
+        "payment": lambda: payment_module.build(data_dir, faults=faults, **common),
+        "inventory": lambda: inventory_module.build(data_dir, faults=faults, **common),
+        "shipping": lambda: shipping_module.build(
+            data_dir, countries=countries, faults=faults, **common
         ),
-        checkout,
-    ]
+    }
+    modules = [build() for name, build in builders.items() if name in wanted]
+    tracker = None
+    if "checkout" in wanted:
+        checkout, tracker = checkout_module.build(
+            data_dir,
+            registry,
+            orchestrate=orchestrate,
+            timeouts=timeouts,
+            stuck_after=settings.stuck_after,
+            **common,
+        )
+        modules.append(checkout)
     relays, consumers = [], []
     for module in modules:
         relays.append(OutboxRelay(module.db, bus, registry))
@@ -165,10 +207,11 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
         consumers.append(
             Consumer(module.name, module.db, routes, registry, policy=policy, chaos=chaos)
         )
-    consumers.append(
-        Consumer("tracker", checkout.db, {}, registry, observer=tracker.record, dedupe=False,
-                 policy=policy)
-    )  # fmt: skip
+    if tracker is not None:
+        consumers.append(
+            Consumer("tracker", checkout.db, {}, registry, observer=tracker.record, dedupe=False,
+                     policy=policy)
+        )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)
     return System(registry, bus, modules, relays, consumers, settings.saga)
@@ -217,13 +260,15 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
             media_type=MediaType.JSON,
         )
 
+    checkout = system.checkout
     handlers = [
         health,
         *(h for m in system.modules for h in m.route_handlers),
-        *operations_routes(system.checkout.db, system.consumers),
+        *(saga_action_routes(checkout.db) if checkout is not None else ()),
+        *dead_letter_routes(system.consumers),
     ]
     app = Litestar(
-        route_handlers=handlers,  # type: ignore[arg-type]
+        route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers={msgspec.DecodeError: bad_input, ValidationException: invalid},
         request_max_body_size=MAX_BODY_BYTES,
@@ -285,6 +330,26 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         default="",
         help="saga step timeout (s), attempts before compensating, whole-saga deadline (s),"
         " backoff cap (s): e.g. step=10,attempts=3,saga=300,cap=120 (the default)",
+    )
+    parser.add_argument(
+        "--bus",
+        choices=["memory", "kafka"],
+        default=Settings.bus,
+        help="the in-process bus (default) or Apache Kafka",
+    )
+    parser.add_argument("--kafka-bootstrap", default=Settings.kafka_bootstrap, metavar="HOST:PORT")
+    parser.add_argument("--kafka-partitions", type=int, default=Settings.kafka_partitions)
+    parser.add_argument("--kafka-replication", type=int, default=Settings.kafka_replication)
+    parser.add_argument(
+        "--kafka-prefix",
+        default=Settings.kafka_prefix,
+        help="prefix of topic and consumer group names (lets several systems share a broker)",
+    )
+    parser.add_argument(
+        "--modules",
+        default=Settings.modules,
+        help="modules this process runs: all (default) or a list of order, payment, inventory,"
+        " shipping, checkout; each process serves the HTTP routes of its own modules",
     )
     parser.add_argument("--crash-at", default="", help=argparse.SUPPRESS)
     parser.add_argument("--log-level", default="INFO")
