@@ -9,6 +9,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from main import Settings, create_app
+from tests.kafka_broker import stop_if_started_here
 
 AppClient = Callable[..., Any]
 
@@ -35,3 +36,7 @@ async def client(data_dir: Path, saga_mode: str) -> AsyncIterator[httpx.AsyncCli
     app = create_app(Settings(data_dir=data_dir, saga=saga_mode))
     async with AsyncTestClient(app=app) as test_client:
         yield test_client
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    stop_if_started_here()

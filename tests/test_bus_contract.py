@@ -1,0 +1,208 @@
+"""One contract, every transport: what the saga relies on from the bus, checked against
+the in-process transport and against Kafka on a real broker."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import anyio
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table
+
+from bus.consumer import Consumer
+from bus.kafka import KafkaSettings, KafkaTransport
+from bus.memory import InMemoryTransport
+from bus.messages import Command, Envelope, Event, MessageRegistry
+from bus.ports import Transport
+from bus.relay import OutboxRelay
+from bus.sqlite import Database, Tx
+from bus.tables import add_bus_tables
+from tests.kafka_broker import ensure_broker
+from tests.support import wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+class Charge(Command, frozen=True, kw_only=True):
+    TYPE = "ledger.Charge"
+    order_id: str
+    n: int
+
+
+class Charged(Event, frozen=True, kw_only=True):
+    TYPE = "ledger.Charged"
+    order_id: str
+    n: int
+
+
+REGISTRY = MessageRegistry.from_contracts([Charge, Charged])
+
+
+def _metadata() -> MetaData:
+    metadata = MetaData()
+    Table(
+        "effects",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("consumer", String),
+        Column("order_id", String),
+        Column("n", Integer),
+    )
+    add_bus_tables(metadata)
+    return metadata
+
+
+TransportFactory = Callable[[], Transport]
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def new_transport(request: pytest.FixtureRequest) -> TransportFactory:
+    """Makes the transport of one process; every call is a new process on the same bus."""
+    if request.param == "memory":
+        return lambda: InMemoryTransport(REGISTRY)
+    settings = KafkaSettings(
+        bootstrap=ensure_broker(), partitions=3, prefix=f"contract-{uuid.uuid4().hex[:8]}."
+    )
+    return lambda: KafkaTransport(REGISTRY, settings)
+
+
+@dataclass
+class Node:
+    """One process: a module database with its relay and its consumers on a transport."""
+
+    db: Database
+    relay: OutboxRelay
+    consumers: dict[str, Consumer]
+
+
+def _record(name: str, tx: Tx, message: Charge | Charged) -> None:
+    tx.execute(
+        "INSERT INTO effects (consumer, order_id, n) VALUES (?,?,?)",
+        (name, message.order_id, message.n),
+    )
+
+
+@asynccontextmanager
+async def node(
+    path: Path,
+    transport: Transport,
+    subscriptions: dict[str, list[str]],
+    gate: anyio.Event | None = None,
+) -> AsyncIterator[Node]:
+    async with Database(path, "ledger", _metadata()) as db, anyio.create_task_group() as tg:
+        relay = OutboxRelay(db, transport, REGISTRY)
+        consumers = {}
+        for name, types in subscriptions.items():
+            consumer = Consumer(name, db, dict.fromkeys(types, partial(_record, name)), REGISTRY)
+
+            async def handler(batch: Sequence[Envelope], consumer: Consumer = consumer) -> None:
+                if gate is not None:
+                    await gate.wait()  # a handler that never gets to commit
+                await consumer(batch)
+
+            transport.subscribe(name, consumer.types, handler)
+            consumers[name] = consumer
+        await relay.recover()
+        tg.start_soon(transport.run)
+        try:
+            yield Node(db, relay, consumers)
+        finally:
+            tg.cancel_scope.cancel()
+
+
+def _effects(path: Path) -> list[tuple[str, str, int]]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT consumer, order_id, n FROM effects ORDER BY id").fetchall()
+
+
+def _undispatched(path: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        count: int = conn.execute(
+            "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL"
+        ).fetchone()[0]
+        return count
+
+
+async def _emit(db: Database, *messages: Charge | Charged) -> list[Envelope]:
+    def emit(tx: Tx) -> list[Envelope]:
+        return [tx.emit(message) for message in messages]
+
+    return await db.transact(emit)
+
+
+async def test_events_fan_out_and_commands_reach_their_one_handler(
+    tmp_path: Path, new_transport: TransportFactory
+) -> None:
+    path = tmp_path / "n.sqlite3"
+    subs = {"a": [Charge.TYPE, Charged.TYPE], "b": [Charged.TYPE]}
+    async with node(path, new_transport(), subs) as n:
+        await _emit(n.db, Charge(order_id="o1", n=1), Charged(order_id="o1", n=2))
+        await wait_for(lambda: len(_effects(path)) == 3, deadline=30)
+        await wait_for(lambda: _undispatched(path) == 0, deadline=30)
+    assert sorted(_effects(path)) == [("a", "o1", 1), ("a", "o1", 2), ("b", "o1", 2)]
+
+
+async def test_messages_with_one_key_are_handled_in_publish_order(
+    tmp_path: Path, new_transport: TransportFactory
+) -> None:
+    path = tmp_path / "n.sqlite3"
+    async with node(path, new_transport(), {"a": [Charged.TYPE]}) as n:
+        for i in range(60):
+            await _emit(n.db, Charged(order_id=f"o{i % 4}", n=i))
+        await wait_for(lambda: len(_effects(path)) == 60, deadline=30)
+    effects = _effects(path)
+    for key in ("o0", "o1", "o2", "o3"):
+        ns = [n for _, k, n in effects if k == key]
+        assert ns == sorted(ns)
+
+
+async def test_a_crash_before_the_handler_commits_redelivers_with_one_effect(
+    tmp_path: Path, new_transport: TransportFactory
+) -> None:
+    path = tmp_path / "n.sqlite3"
+    stuck = anyio.Event()  # never set: the first process dies mid-handler
+    async with node(path, new_transport(), {"a": [Charged.TYPE]}, gate=stuck) as n:
+        await _emit(n.db, *(Charged(order_id="o1", n=i) for i in range(5)))
+        await anyio.sleep(1.0)  # let the first process take the batch; nothing can commit
+    assert _effects(path) == []
+    async with node(path, new_transport(), {"a": [Charged.TYPE]}):
+        await wait_for(lambda: len(_effects(path)) >= 5, deadline=30)
+        await wait_for(lambda: _undispatched(path) == 0, deadline=30)
+    assert _effects(path) == [("a", "o1", i) for i in range(5)]
+
+
+async def test_a_message_delivered_twice_has_one_effect(
+    tmp_path: Path, new_transport: TransportFactory
+) -> None:
+    path = tmp_path / "n.sqlite3"
+    transport = new_transport()
+    async with node(path, transport, {"a": [Charged.TYPE]}) as n:
+        (envelope,) = await _emit(n.db, Charged(order_id="o1", n=7))
+        transport.publish([envelope, envelope], lambda _: None)
+        await wait_for(lambda: len(_effects(path)) == 1, deadline=30)
+        await anyio.sleep(0.5)  # the copies have arrived by now, if they were to act
+    assert _effects(path) == [("a", "o1", 7)]
+
+
+async def test_a_restarted_consumer_carries_on_without_losing_or_repeating(
+    tmp_path: Path, new_transport: TransportFactory
+) -> None:
+    path = tmp_path / "n.sqlite3"
+    async with node(path, new_transport(), {"a": [Charged.TYPE]}) as n:
+        await _emit(n.db, *(Charged(order_id=f"o{i}", n=i) for i in range(10)))
+        await wait_for(lambda: len(_effects(path)) == 10, deadline=30)
+        await wait_for(lambda: _undispatched(path) == 0, deadline=30)
+    async with node(path, new_transport(), {"a": [Charged.TYPE]}) as n:
+        await _emit(n.db, *(Charged(order_id=f"o{i}", n=i) for i in range(10, 20)))
+        await wait_for(lambda: len(_effects(path)) == 20, deadline=30)
+        await anyio.sleep(0.5)
+    assert sorted(n for _, _, n in _effects(path)) == list(range(20))
