@@ -51,9 +51,6 @@ async def test_racing_orders_conserve_money_and_stock(
     completed = [r for r in results if r["status"] == "COMPLETED"]
     for sku, (_, stock) in PRODUCTS.items():
         ordered = sum(
-            item["quantity"]
-            for r in completed
-            for item in r["items"]
-            if item["sku"] == sku
+            item["quantity"] for r in completed for item in r["items"] if item["sku"] == sku
         )
         assert ordered == stock - sold[sku] <= stock
