@@ -658,7 +658,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--n", type=int, default=2000, help="measured sagas (default 2000)")
-    parser.add_argument("--concurrency", type=int, default=64, help="concurrent clients")
+    parser.add_argument(
+        "--concurrency", type=int, default=64, help="concurrent callers (default 64)"
+    )
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--url", help="benchmark an app that is already running at URL")
     target.add_argument(
@@ -667,7 +669,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="start the app on a fresh data dir and a free port (the default)",
     )
-    parser.add_argument("--synchronous", choices=["NORMAL", "FULL"], default="NORMAL")
+    parser.add_argument(
+        "--synchronous",
+        choices=["NORMAL", "FULL"],
+        default="NORMAL",
+        help="SQLite durability of the spawned app (default NORMAL)",
+    )
     parser.add_argument(
         "--saga",
         choices=["orchestration", "choreography"],
@@ -675,7 +682,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="saga mode of the spawned app (default orchestration)",
     )
     parser.add_argument(
-        "--fail-fraction", type=float, default=0.1, help="share of orders that compensate"
+        "--fail-fraction",
+        type=float,
+        default=0.1,
+        help="share of orders that compensate (default 0.1)",
     )
     parser.add_argument(
         "--fail-mode",
@@ -692,7 +702,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         " httpcore's pool scan costs O(connections) per request, so a few smaller pools"
         " cost the client less CPU at high concurrency)",
     )
-    parser.add_argument("--warmup", type=int, default=100, help="unmeasured sagas first")
+    parser.add_argument(
+        "--warmup", type=int, default=100, help="unmeasured sagas first (default 100)"
+    )
     parser.add_argument("--reps", type=int, default=1, help="runs, each in a fresh process")
     parser.add_argument("--seed", type=int, default=0, help="seed of prices and order lines")
     parser.add_argument("--keep", action="store_true", help="keep the spawned app's data dir")
