@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
@@ -13,13 +17,10 @@ from litestar import Request, Response, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.http import strict_body
 from bus.messages import Envelope
 from bus.sqlite import Database
-from modules.order.db import OrderItemRow, OrderRow
 from modules.order.domain import (
     IdempotencyConflictError,
     NewOrder,
@@ -82,21 +83,34 @@ class TerminalWaiters:
 
     TERMINAL_EVENTS = frozenset({"order.OrderCompleted", "order.OrderCancelled"})
 
+    class _Entry:
+        __slots__ = ("event", "waiting")
+
+        def __init__(self) -> None:
+            self.event = anyio.Event()
+            self.waiting = 0
+
     def __init__(self) -> None:
-        self._events: dict[str, anyio.Event] = {}
+        self._entries: dict[str, TerminalWaiters._Entry] = {}
 
-    def event(self, order_id: str) -> anyio.Event:
-        return self._events.setdefault(order_id, anyio.Event())
-
-    def forget(self, order_id: str) -> None:
-        self._events.pop(order_id, None)
+    @contextmanager
+    def watching(self, order_id: str) -> Iterator[anyio.Event]:
+        """An event set when the order ends; shared by every reader of that order."""
+        entry = self._entries.setdefault(order_id, self._Entry())
+        entry.waiting += 1
+        try:
+            yield entry.event
+        finally:
+            entry.waiting -= 1
+            if entry.waiting == 0 and self._entries.get(order_id) is entry:
+                del self._entries[order_id]
 
     def on_commit(self, envelopes: list[Envelope]) -> None:
         for envelope in envelopes:
             if envelope.type in self.TERMINAL_EVENTS:
-                event = self._events.pop(envelope.correlation_id, None)
-                if event is not None:
-                    event.set()
+                entry = self._entries.pop(envelope.correlation_id, None)
+                if entry is not None:
+                    entry.event.set()
 
 
 def _when(timestamp: float) -> datetime:
@@ -126,7 +140,7 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
             fingerprint=fingerprint,
         )
         try:
-            order_id, _ = await db.transact(lambda tx: place_order(tx, new))
+            order_id, status = await db.transact(lambda tx: place_order(tx, new))
         except UnknownSkuError as exc:
             raise ClientException(
                 str(exc), status_code=422, extra={"unknown_skus": list(exc.skus)}
@@ -139,9 +153,8 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
             raise ClientException(
                 str(exc), status_code=422, extra={"idempotency_key": exc.key}
             ) from exc
-        status = await _status(db, order_id)
         return Response(
-            OrderAccepted(order_id=order_id, status=status or OrderStatus.PENDING),
+            OrderAccepted(order_id=order_id, status=status),
             status_code=202,
             headers={"Location": f"/orders/{order_id}"},
         )
@@ -155,13 +168,13 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
         ] = 0,
     ) -> OrderView:
         """Read an order; with ``wait``, hold the request until it is COMPLETED or CANCELLED."""
-        if wait > 0:
-            event = waiters.event(order_id)
-            if await _status(db, order_id) == OrderStatus.PENDING:
+        with waiters.watching(order_id) as ended:
+            # Watching before the first read: an end committed in between still wakes us.
+            view = db.read_now(partial(_view, order_id))
+            if view is not None and view.status == OrderStatus.PENDING and wait > 0:
                 with anyio.move_on_after(wait):
-                    await event.wait()
-            waiters.forget(order_id)
-        view = await _view(db, order_id)
+                    await ended.wait()
+                view = db.read_now(partial(_view, order_id))
         if view is None:
             raise NotFoundException(f"order {order_id} not found")
         return view
@@ -169,30 +182,31 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
     return [place, read]
 
 
-async def _status(db: Database, order_id: str) -> str | None:
-    async with AsyncSession(db.reader) as session:
-        row = await session.get(OrderRow, order_id)
-        return None if row is None else row.status
+def _view(order_id: str, conn: sqlite3.Connection) -> OrderView | None:
+    row = conn.execute(
+        "SELECT status, reason, total_cents, customer_id, shipping_address, created_at,"
+        " updated_at FROM orders WHERE order_id = ?",
+        (order_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    items = conn.execute(
+        "SELECT sku, quantity, unit_price_cents FROM order_items WHERE order_id = ?"
+        " ORDER BY line_no",
+        (order_id,),
+    )
+    status, reason, total, customer_id, address, created_at, updated_at = row
+    return OrderView(
+        order_id=order_id,
+        status=status,
+        reason=reason,
+        total_cents=total,
+        items=[OrderItemView(sku, quantity, price) for sku, quantity, price in items],
+        customer_id=customer_id,
+        shipping_address=_decode_address(address),
+        created_at=_when(created_at),
+        updated_at=_when(updated_at),
+    )
 
 
-async def _view(db: Database, order_id: str) -> OrderView | None:
-    async with AsyncSession(db.reader) as session:
-        row = await session.get(OrderRow, order_id)
-        if row is None:
-            return None
-        items = await session.exec(
-            select(OrderItemRow)
-            .where(OrderItemRow.order_id == order_id)
-            .order_by(col(OrderItemRow.line_no))
-        )
-        return OrderView(
-            order_id=row.order_id,
-            status=row.status,
-            reason=row.reason,
-            total_cents=row.total_cents,
-            items=[OrderItemView(i.sku, i.quantity, i.unit_price_cents) for i in items],
-            customer_id=row.customer_id,
-            shipping_address=msgspec.json.decode(row.shipping_address, type=AddressRequest),
-            created_at=_when(row.created_at),
-            updated_at=_when(row.updated_at),
-        )
+_decode_address = msgspec.json.Decoder(AddressRequest).decode

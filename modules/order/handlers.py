@@ -28,20 +28,20 @@ from modules.order.domain import (
 __all__ = ["cancel_order", "complete_order", "place_order", "record_customer", "record_product"]
 
 
-def place_order(tx: Tx, order: NewOrder) -> tuple[str, bool]:
-    """Store a PENDING order and emit OrderCreated; return ``(order_id, created)``.
+def place_order(tx: Tx, order: NewOrder) -> tuple[str, OrderStatus]:
+    """Store a PENDING order and emit OrderCreated; return the order's id and status.
 
     A repeated Idempotency-Key with the same request returns the first order.
     """
     if order.idempotency_key is not None:
         row = tx.one(
-            "SELECT order_id, request_hash FROM orders WHERE idempotency_key = ?",
+            "SELECT order_id, request_hash, status FROM orders WHERE idempotency_key = ?",
             (order.idempotency_key,),
         )
         if row is not None:
             if row[1] != order.fingerprint:
                 raise IdempotencyConflictError(order.idempotency_key)
-            return str(row[0]), False
+            return str(row[0]), OrderStatus(row[2])
     if tx.one("SELECT 1 FROM customers WHERE customer_id = ?", (order.customer_id,)) is None:
         raise UnknownCustomerError(order.customer_id)
     skus = sorted({sku for sku, _ in order.items})
@@ -84,7 +84,7 @@ def place_order(tx: Tx, order: NewOrder) -> tuple[str, bool]:
             shipping_address=address,
         )
     )
-    return order.order_id, True
+    return order.order_id, OrderStatus.PENDING
 
 
 def _status(tx: Tx, order_id: str) -> tuple[OrderStatus, str | None]:
