@@ -259,7 +259,12 @@ class Phase:
     last_end: float = 0.0
 
 
-async def seed(client: httpx.AsyncClient, workload: Workload) -> None:
+async def seed(
+    client: httpx.AsyncClient, workload: Workload, urls: dict[str, str] | None = None
+) -> None:
+    """Products to inventory, customers to payment (by default both on the client's base URL)."""
+    urls = urls or {"inventory": "", "payment": ""}
+
     async def put(path: str, body: dict[str, Any]) -> None:
         response = await client.put(path, json=body)
         if response.status_code != 200:
@@ -267,11 +272,14 @@ async def seed(client: httpx.AsyncClient, workload: Workload) -> None:
 
     await asyncio.gather(
         *(
-            put(f"/products/{sku}", {"name": sku, "price_cents": price, "stock": stock})
+            put(
+                f"{urls['inventory']}/products/{sku}",
+                {"name": sku, "price_cents": price, "stock": stock},
+            )
             for sku, (price, stock) in workload.products().items()
         ),
         *(
-            put(f"/customers/{cid}", {"name": cid, "balance_cents": balance})
+            put(f"{urls['payment']}/customers/{cid}", {"name": cid, "balance_cents": balance})
             for cid, balance in workload.balances().items()
         ),
     )
@@ -282,10 +290,16 @@ async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, ph
     phase.first_start = min(phase.first_start, start)
     body = json.dumps(workload.order(index)).encode()
     phase.requests += 1
-    try:
-        response = await client.post("/orders", content=body, headers=JSON_HEADERS)
-    except httpx.TransportError as exc:
-        raise RuntimeError(f"POST /orders: {exc!r}") from exc
+    while True:
+        try:
+            response = await client.post("/orders", content=body, headers=JSON_HEADERS)
+        except httpx.TransportError as exc:
+            raise RuntimeError(f"POST /orders: {exc!r}") from exc
+        # Across processes the order module learns of the catalog a moment after
+        # the PUTs: during the warm-up an order can meet an unknown sku.
+        if response.status_code != 422 or time.perf_counter() - start > 10:
+            break
+        await asyncio.sleep(0.05)
     if response.status_code != 202:
         raise RuntimeError(f"POST /orders: {response.status_code} {response.text[:200]}")
     order_id = response.json()["order_id"]
@@ -344,73 +358,99 @@ async def drive(
 # -- the app -------------------------------------------------------------------
 
 
-class App:
-    """The app as a subprocess on a fresh data dir and a free port."""
+SPLIT = ("order", "payment", "inventory", "shipping", "checkout")
 
-    def __init__(self, synchronous: str, keep: bool, saga: str = "orchestration") -> None:
+
+class App:
+    """The app as subprocesses on a fresh data dir and free ports: one process with
+    every module, or (``split``, over Kafka) one process per module."""
+
+    def __init__(
+        self,
+        synchronous: str,
+        keep: bool,
+        saga: str = "orchestration",
+        bus: str = "memory",
+        kafka_bootstrap: str = "127.0.0.1:9092",
+        split: bool = False,
+    ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="saga-bench-"))
         self.data_dir = self.workdir / "data"
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.synchronous = synchronous
         self.saga = saga
+        self.bus = bus
+        self.kafka_bootstrap = kafka_bootstrap
         self.keep = keep
+        self.ports = {name: free_port() for name in (SPLIT if split else ("all",))}
         self.log_path = self.workdir / "app.log"
-        self.proc: asyncio.subprocess.Process | None = None
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.killed = False
+
+    def url_of(self, module: str) -> str:
+        return f"http://127.0.0.1:{self.ports.get(module, self.ports.get('all'))}"
+
+    @property
+    def url(self) -> str:
+        return self.url_of("order")
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        """The first process (for logs); ``pids`` has them all."""
+        return next(iter(self.procs.values())).pid if self.procs else None
+
+    @property
+    def pids(self) -> list[int]:
+        return [proc.pid for proc in self.procs.values()]
 
     async def start(self) -> None:
-        cmd = [
-            sys.executable,
-            str(ROOT / "main.py"),
-            "--data-dir",
-            str(self.data_dir),
-            "--port",
-            str(self.port),
-            "--log-level",
-            "WARNING",
-            "--synchronous",
-            self.synchronous,
-            "--saga",
-            self.saga,
-        ]
-        log(f"starting app: {' '.join(cmd)}")
+        prefix = f"bench{os.getpid()}x{int(time.time())}."
         with self.log_path.open("wb") as app_log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *cmd, cwd=ROOT, stdout=app_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+            for module, port in self.ports.items():
+                cmd = [
+                    sys.executable, str(ROOT / "main.py"), "--data-dir", str(self.data_dir),
+                    "--port", str(port), "--log-level", "WARNING",
+                    "--synchronous", self.synchronous, "--saga", self.saga,
+                    "--bus", self.bus, "--modules", module,
+                ]  # fmt: skip
+                if self.bus == "kafka":
+                    cmd += ["--kafka-bootstrap", self.kafka_bootstrap, "--kafka-prefix", prefix]
+                log(f"starting app: {' '.join(cmd)}")
+                self.procs[module] = await asyncio.create_subprocess_exec(
+                    *cmd, cwd=ROOT, stdout=app_log, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
         deadline = time.monotonic() + 60
-        async with httpx.AsyncClient(base_url=self.url, timeout=2) as client:
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"app exited with {self.proc.returncode}: {self.log_tail()}")
-                with contextlib.suppress(httpx.TransportError):
-                    if (await client.get("/health")).status_code == 200:
-                        break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"app not healthy after 60 s: {self.log_tail()}")
-                await asyncio.sleep(0.1)
-        log(f"app pid {self.proc.pid} healthy on {self.url}, data in {self.data_dir}")
+        async with httpx.AsyncClient(timeout=2) as client:
+            for module in self.ports:
+                while True:
+                    proc = self.procs[module]
+                    if proc.returncode is not None:
+                        raise RuntimeError(f"app exited with {proc.returncode}: {self.log_tail()}")
+                    with contextlib.suppress(httpx.TransportError):
+                        if (await client.get(f"{self.url_of(module)}/health")).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"app not healthy after 60 s: {self.log_tail()}")
+                    await asyncio.sleep(0.1)
+        log(f"app pids {self.pids} healthy, orders on {self.url}, data in {self.data_dir}")
 
     async def stop(self) -> int | None:
         """SIGTERM, then wait; uvicorn re-raises the signal after its graceful
-        shutdown, so a clean stop exits with -15."""
-        if self.proc is None:
-            return None
-        if self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
+        shutdown, so a clean stop exits with -15. Returns the first bad exit code."""
+        codes = []
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
             try:
-                await asyncio.wait_for(self.proc.wait(), 30)
+                await asyncio.wait_for(proc.wait(), 30)
             except TimeoutError:
                 log("app did not stop within 30 s of SIGTERM: killing it")
                 self.killed = True
-                self.proc.kill()
-                await self.proc.wait()
-        return self.proc.returncode
+                proc.kill()
+                await proc.wait()
+            codes.append(proc.returncode)
+        return next((c for c in codes if c != -signal.SIGTERM), codes[0] if codes else None)
 
     def log_tail(self, chars: int = 2000) -> str:
         with contextlib.suppress(OSError):
@@ -427,8 +467,18 @@ class App:
 # -- one run -------------------------------------------------------------------
 
 
+def _cpu(pids: list[int]) -> float | None:
+    """CPU seconds of all the app's processes."""
+    seconds = [proc_cpu_seconds(pid) for pid in pids]
+    return None if not pids or None in seconds else sum(s for s in seconds if s is not None)
+
+
 async def run_once(args: argparse.Namespace) -> dict[str, Any]:
-    app = None if args.url else App(args.synchronous, args.keep, args.saga)
+    app = (
+        None
+        if args.url
+        else App(args.synchronous, args.keep, args.saga, args.bus, args.kafka_bootstrap, args.split)
+    )
     tag = f"b{os.getpid()}x{int(time.time()) % 100000}"
     workload = Workload.build(tag, args.fail_fraction, args.fail_mode, args.seed)
     record: dict[str, Any] = {"kind": "run"}
@@ -452,20 +502,26 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 for _ in range(args.clients)
             ]
             log(f"seeding {N_SKUS} products and {N_CUSTOMERS} customers (tag {tag})")
-            await seed(clients[0], workload)
+            urls = (
+                {"inventory": app.url_of("inventory"), "payment": app.url_of("payment")}
+                if app
+                else None
+            )
+            await seed(clients[0], workload, urls)
             if args.warmup:
                 log(f"warm-up: {args.warmup} sagas")
                 warm = await drive(clients, workload, 0, args.warmup, args.concurrency)
                 if warm.errors:
                     log(f"warm-up errors: {warm.errors[:3]}")
             pid = app.pid if app else None
+            pids = app.pids if app else []
             load_before = loadavg()
-            cpu_app_0 = proc_cpu_seconds(pid) if pid else None
+            cpu_app_0 = _cpu(pids)
             cpu_self_0 = self_cpu_seconds()
             machine_0 = machine_cpu()
             log(f"measuring: {args.n} sagas, C={args.concurrency}, load {load_before}")
             phase = await drive(clients, workload, args.warmup, args.n, args.concurrency)
-            cpu_app_1 = proc_cpu_seconds(pid) if pid else None
+            cpu_app_1 = _cpu(pids)
             cpu_self_1 = self_cpu_seconds()
             machine_1 = machine_cpu()
             load_after = loadavg()
@@ -489,6 +545,8 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 "spawned": app is not None,
                 "synchronous": args.synchronous if app is not None else "unknown (--url)",
                 "saga": args.saga if app is not None else "unknown (--url)",
+                "bus": args.bus if app is not None else "unknown (--url)",
+                "processes": len(pids) if app is not None else None,
                 "wall_s": round(wall, 3),
                 "sagas_per_s": round(len(lat) / wall, 1) if lat else 0.0,
                 "p50_ms": round(percentile(lat, 50), 2),
@@ -582,7 +640,13 @@ def child_argv(args: argparse.Namespace) -> list[str]:
         args.saga,
         "--seed",
         str(args.seed),
+        "--bus",
+        args.bus,
+        "--kafka-bootstrap",
+        args.kafka_bootstrap,
     ]
+    if args.split:
+        argv.append("--split")
     if args.url:
         argv += ["--url", args.url]
     if args.keep:
@@ -706,6 +770,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=int, default=100, help="unmeasured sagas first (default 100)"
     )
     parser.add_argument("--reps", type=int, default=1, help="runs, each in a fresh process")
+    parser.add_argument(
+        "--bus", choices=["memory", "kafka"], default="memory", help="the spawned app's bus"
+    )
+    parser.add_argument("--kafka-bootstrap", default="127.0.0.1:9092")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="with --bus kafka: one process per module (five), instead of one with all",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of prices and order lines")
     parser.add_argument("--keep", action="store_true", help="keep the spawned app's data dir")
     parser.add_argument(
