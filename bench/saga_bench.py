@@ -432,7 +432,8 @@ class App:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"app not healthy after 60 s: {self.log_tail()}")
                     await asyncio.sleep(0.1)
-        log(f"app pids {self.pids} healthy, orders on {self.url}, data in {self.data_dir}")
+        log(f"app pid {self.pid} healthy (all pids {self.pids}), orders on {self.url},"
+            f" data in {self.data_dir}")  # fmt: skip
 
     async def stop(self) -> int | None:
         """SIGTERM, then wait; uvicorn re-raises the signal after its graceful
