@@ -221,6 +221,22 @@ class Database:
         (outcome,) = await self.run_all([(fn, cause)])
         return outcome.unwrap()  # type: ignore[no-any-return]
 
+    async def transact_delivered(self, fn: Callable[[Tx], T], *, limit: float = 5.0) -> T:
+        """Like ``transact``, then wait (up to ``limit`` s) until the transport has the
+        messages ``fn`` emitted: in process, until every subscriber has handled them.
+
+        For writes whose readers are in other modules (a product's price, which
+        the order module copies): the caller's next request sees them there.
+        """
+
+        def job(tx: Tx) -> tuple[T, list[Envelope]]:
+            return fn(tx), list(tx.emitted)
+
+        result, envelopes = await self.transact(job)
+        if self.wait_delivered is not None and envelopes:
+            await self.wait_delivered(envelopes, limit)
+        return result
+
     async def run_all(
         self, calls: Sequence[tuple[Callable[[Tx], Any], Envelope | None]]
     ) -> list[Outcome[Any]]:

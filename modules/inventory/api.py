@@ -12,14 +12,11 @@ from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.http import strict_body
-from bus.messages import Envelope
-from bus.sqlite import Database, Tx
+from bus.sqlite import Database
 from modules.inventory.db import ProductRow
 from modules.inventory.handlers import upsert_product
 
 __all__ = ["ProductRequest", "ProductView", "inventory_routes"]
-
-DELIVERY_WAIT = 5.0
 
 Sku = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 
@@ -46,16 +43,11 @@ def inventory_routes(db: Database) -> list[HTTPRouteHandler]:
     ) -> ProductView:
         """Create a product or set its name, price and sellable stock."""
         data = await strict_body(request, ProductRequest)
-
-        def write(tx: Tx) -> list[Envelope]:
-            upsert_product(tx, sku, data.name, data.price_cents, data.stock)
-            return list(tx.emitted)
-
-        envelopes = await db.transact(write)
-        if db.wait_delivered is not None:
-            # The order module prices orders from its own copy of the catalog:
-            # wait (in process) until that copy has this product.
-            await db.wait_delivered(envelopes, DELIVERY_WAIT)
+        # The order module prices orders from its own copy of the catalog:
+        # return once (in process) that copy has this product.
+        await db.transact_delivered(
+            lambda tx: upsert_product(tx, sku, data.name, data.price_cents, data.stock)
+        )
         return ProductView(sku, data.name, data.price_cents, data.stock)
 
     @get("/products/{sku:str}", operation_id="getProduct", tags=["products"])

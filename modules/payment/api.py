@@ -12,14 +12,11 @@ from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.http import strict_body
-from bus.messages import Envelope
-from bus.sqlite import Database, Tx
+from bus.sqlite import Database
 from modules.payment.db import AccountRow
 from modules.payment.handlers import upsert_account
 
 __all__ = ["AccountRequest", "AccountView", "payment_routes"]
-
-DELIVERY_WAIT = 5.0
 
 
 class AccountRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -47,16 +44,11 @@ def payment_routes(db: Database) -> list[HTTPRouteHandler]:
     ) -> AccountView:
         """Open or update a customer's payment account and set its balance."""
         data = await strict_body(request, AccountRequest)
-
-        def write(tx: Tx) -> list[Envelope]:
-            upsert_account(tx, customer_id, data.name, data.balance_cents)
-            return list(tx.emitted)
-
-        envelopes = await db.transact(write)
-        if db.wait_delivered is not None:
-            # Read-your-writes for the caller's next order: the order module
-            # learns of the customer before this returns (in process, at least).
-            await db.wait_delivered(envelopes, DELIVERY_WAIT)
+        # Read-your-writes for the caller's next order: the order module learns
+        # of the customer before this returns (in process, at least).
+        await db.transact_delivered(
+            lambda tx: upsert_account(tx, customer_id, data.name, data.balance_cents)
+        )
         return AccountView(customer_id, data.name, data.balance_cents)
 
     @get("/customers/{customer_id:str}", operation_id="getCustomer", tags=["customers"])
