@@ -145,12 +145,6 @@ def raw_json(content: bytes) -> dict[str, Any]:
 
 
 @pytest.fixture
-def saga_mode() -> str:
-    """Requests are validated before any saga runs: one mode is enough (see the last test)."""
-    return "orchestration"
-
-
-@pytest.fixture
 async def seeded(client: httpx.AsyncClient, data_dir: Path) -> Snapshot:
     """Seed the catalog and customers; return the settled snapshot of every database."""
     await seed(client, PRODUCTS, CUSTOMERS)
@@ -575,7 +569,6 @@ async def test_put_customer_with_an_invalid_body_is_rejected_with_400_and_change
 # -- the system is unharmed ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("saga_mode", ["orchestration", "choreography"])
 async def test_a_valid_order_still_completes_after_a_barrage_of_bad_requests(
     client, data_dir, seeded
 ):

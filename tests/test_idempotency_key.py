@@ -17,12 +17,6 @@ PRODUCTS = {"mug": (1200, 10), "tea": (500, 3)}
 CUSTOMERS = {"ada": 10_000, "bob": 5_000}
 
 
-@pytest.fixture
-def saga_mode() -> str:
-    """The key is checked when the order is accepted, before any saga runs."""
-    return "orchestration"
-
-
 async def post(client: httpx.AsyncClient, body: object, key: str | None) -> httpx.Response:
     headers = {} if key is None else {"Idempotency-Key": key}
     return await client.post("/orders", json=body, headers=headers)
