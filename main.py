@@ -120,13 +120,19 @@ class System:
             yield self
 
     async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        self.health[name] = "running"
-        try:
-            await run()
-        except Exception as exc:
-            # Keep serving reads, but let /health say the bus is down.
-            self.health[name] = f"failed: {exc!r}"
-            log.exception("%s failed", name)
+        """Run a background part; restart it with backoff if it fails (a broker that
+        is not up yet, a disk error), and let /health say so meanwhile."""
+        failures = 0
+        while True:
+            self.health[name] = "running"
+            try:
+                await run()
+                return
+            except Exception as exc:
+                failures += 1
+                self.health[name] = f"restarting after: {exc!r}"
+                log.exception("%s failed (%d times); restarting", name, failures)
+                await anyio.sleep(min(0.25 * 2**failures, 10.0))
 
 
 MODULES = ("order", "payment", "inventory", "shipping", "checkout")
