@@ -67,7 +67,9 @@ def _release(order_id: str, reason: str) -> Command:
 
 
 def _cancel_shipment(order_id: str, reason: str) -> Command:
-    return shipping.CancelShipment(order_id=order_id, reason=reason)
+    # Without a coordinator the order completes on ShipmentScheduled: an abort
+    # decided from the tracker's (possibly late) view must not undo that.
+    return shipping.CancelShipment(order_id=order_id, reason=reason, keep_if_scheduled=True)
 
 
 # event type -> (the module that reacts, what it does)

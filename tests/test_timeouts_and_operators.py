@@ -161,3 +161,26 @@ async def test_an_operator_retry_sends_the_stuck_step_again(data_dir, saga_mode)
     assert order["status"] == "COMPLETED"
     assert len(_sent(data_dir, trigger)) == 2
     assert _audit(data_dir) == []
+
+
+async def test_an_abort_that_meets_a_scheduled_shipment_lets_the_order_complete(data_dir):
+    """Choreography: the abort is decided from the tracker's view, which can lag; once the
+    shipment is scheduled (the point of no return) shipping refuses to undo it."""
+    settings = Settings(
+        data_dir=data_dir,
+        saga="choreography",
+        timeouts="step=60",
+        chaos="inventory.StockReserved:delay=1;checkout.SagaAborted:delay=1;delay_s=0.5",
+    )
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        await seed(client, PRODUCTS, CUSTOMERS)
+        order_id = await place(client, order_body("ada", {"mug": 1}))
+        # Charged, and the reservation is on its way (held back): abort now.
+        await wait_for(lambda: bool(query(data_dir, "payment", "SELECT 1 FROM ledger")))
+        assert (await client.post(f"/sagas/{order_id}/abort")).status_code == 202
+        order = await final_order(client, order_id)
+        await wait_for(lambda: quiescent(data_dir))
+
+    assert order["status"] == "COMPLETED"
+    assert query(data_dir, "shipping", "SELECT status FROM shipments") == [("SCHEDULED",)]
+    assert _audit(data_dir) == []

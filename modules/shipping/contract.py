@@ -67,12 +67,19 @@ class ShipmentFailed(Event, frozen=True, kw_only=True):
 
 
 class CancelShipment(Command, frozen=True, kw_only=True):
-    """Asks shipping to cancel an order's shipment (nothing, if none was scheduled)."""
+    """Asks shipping to cancel an order's shipment (nothing, if none was scheduled).
+
+    With ``keep_if_scheduled`` a shipment already scheduled is kept and
+    ``ShipmentScheduled`` is sent again instead: in choreography the scheduled
+    shipment is the point of no return (the order completes on it), so an
+    abort that arrives after it must not undo it.
+    """
 
     TYPE = "shipping.CancelShipment"
     COMPENSATION = True
     order_id: str
     reason: str | None = None
+    keep_if_scheduled: bool = False
 
 
 class ShipmentCancelled(Event, frozen=True, kw_only=True):
