@@ -94,6 +94,22 @@ def machine() -> dict[str, Any]:
     return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
 
 
+def git_state() -> dict[str, Any]:
+    """The commit the app runs from and the tracked files modified in the working tree."""
+
+    def git(*argv: str) -> str:
+        return subprocess.run(
+            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": "unknown", "modified": []}
+    return {"commit": head, "modified": sorted(line[3:] for line in changed if line.strip())}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -696,6 +712,7 @@ async def run_mode(config: Config, data_dir: Path) -> dict[str, Any]:
     """One chaos run in ``config.saga`` mode over a fresh ``data_dir``; the JSON line's dict."""
     started = time.monotonic()
     prepare(data_dir)
+    git = git_state()
     workload = Workload.build(config.orders, config.seed, config.saga)
     rng = random.Random(f"kills:{config.seed}")
     st = Placing()
@@ -760,6 +777,7 @@ async def run_mode(config: Config, data_dir: Path) -> dict[str, Any]:
         timeouts=config.timeouts,
         date=datetime.now(UTC).isoformat(timespec="seconds"),
         machine=machine(),
+        **git,
     )
     for line in violations[:50]:
         log(f"VIOLATION {line}")
