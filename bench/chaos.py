@@ -28,12 +28,9 @@ import atexit
 import contextlib
 import dataclasses
 import json
-import os
-import platform
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -50,9 +47,9 @@ from typing import Any
 import anyio
 import httpx
 
+from bench.environment import ROOT, free_port, git_state, machine
 from bench.invariants import audit
 
-ROOT = Path(__file__).resolve().parent.parent
 MODES = ("orchestration", "choreography")
 DB_NAMES = ("order", "payment", "inventory", "shipping", "checkout")
 TERMINAL = frozenset({"COMPLETED", "CANCELLED"})
@@ -82,39 +79,6 @@ def _kill_children() -> None:
             proc.kill()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    return {"nproc": os.cpu_count(), "cpu": model, "python": platform.python_version()}
-
-
-def git_state() -> dict[str, Any]:
-    """The commit the app runs from and the tracked files modified in the working tree."""
-
-    def git(*argv: str) -> str:
-        return subprocess.run(
-            ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
-        ).stdout
-
-    try:
-        head = git("rev-parse", "--short", "HEAD").strip()
-        changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": "unknown", "modified": []}
-    return {"commit": head, "modified": sorted(line[3:] for line in changed if line.strip())}
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def query(data_dir: Path, db: str, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:

@@ -30,7 +30,6 @@ import random
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -43,9 +42,8 @@ from typing import Any
 
 import httpx
 
+from bench.environment import ROOT, free_port, git_state, machine
 from bench.invariants import audit, counts
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SERVED_COUNTRY = "DE"
 UNSERVED_COUNTRY = "AQ"  # not in the default shipping countries
@@ -123,45 +121,6 @@ def wait_for_idle(percent: float, max_wait: float) -> float:
 def self_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    try:
-        nproc = len(os.sched_getaffinity(0))
-    except AttributeError:
-        nproc = os.cpu_count() or 0
-    return {"nproc": nproc, "model_name": model, "platform": platform.platform()}
-
-
-def git_state() -> dict[str, Any]:
-    """The commit benchmarked and the tracked files changed in the working tree."""
-
-    def git(*argv: str) -> str:
-        try:
-            return subprocess.run(
-                ["git", *argv], cwd=ROOT, capture_output=True, text=True, timeout=10
-            ).stdout.rstrip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    changed = git("status", "--porcelain", "--untracked-files=no").splitlines()
-    return {
-        "commit": git("rev-parse", "--short", "HEAD").strip(),
-        "modified": sorted(line[3:] for line in changed if line.strip()),
-    }
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- the workload --------------------------------------------------------------
