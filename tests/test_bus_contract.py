@@ -17,7 +17,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 from bus.consumer import Consumer
 from bus.kafka import KafkaSettings, KafkaTransport
 from bus.memory import InMemoryTransport
-from bus.messages import Command, Envelope, Event, MessageRegistry
+from bus.messages import Command, Envelope, Event, MessageRegistry, Undecodable
 from bus.ports import Transport
 from bus.relay import OutboxRelay
 from bus.sqlite import Database, Tx
@@ -206,3 +206,31 @@ async def test_a_restarted_consumer_carries_on_without_losing_or_repeating(
         await wait_for(lambda: len(_effects(path)) == 20, deadline=30)
         await anyio.sleep(0.5)
     assert sorted(n for _, _, n in _effects(path)) == list(range(20))
+
+
+async def test_a_payload_that_cannot_be_decoded_is_dead_lettered_and_others_flow(
+    tmp_path: Path, new_transport: TransportFactory
+) -> None:
+    path = tmp_path / "n.sqlite3"
+    transport = new_transport()
+    # What a broker would carry from a broken producer: the payload lacks a field. A
+    # transport that decodes (Kafka) must hand it over as Undecodable; the in-process
+    # one never decodes, so here it is handed over as such already.
+    in_process = isinstance(transport, InMemoryTransport)
+    bad = Envelope(
+        "bad-1", Charged.TYPE, 1, "o9", None, "elsewhere", 0.0, b'{"order_id": "o9"}',
+        Undecodable(correlation_id="o9", error="missing n") if in_process
+        else Charged(order_id="o9", n=0),
+    )  # fmt: skip
+    async with node(path, transport, {"a": [Charged.TYPE]}) as n:
+        transport.publish([bad], lambda _: None)
+        await _emit(n.db, Charged(order_id="o1", n=1))
+        await wait_for(lambda: _effects(path) == [("a", "o1", 1)], deadline=30)
+        await wait_for(lambda: _dead(path) == [("bad-1", "DEAD", 1)], deadline=30)
+
+
+def _dead(path: Path) -> list[tuple[str, str, int]]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT message_id, status, attempts FROM dead_letter").fetchall()
