@@ -48,7 +48,7 @@ async def test_a_lost_command_is_sent_again_after_its_timeout_and_the_saga_compl
     data_dir, saga_mode
 ):
     trigger = PAYMENT_TRIGGER[saga_mode]
-    app, transport = _app(data_dir, {trigger: 1}, "step=0.2,attempts=3", saga_mode)
+    app, transport = _app(data_dir, {trigger: 1}, "step=0.5,attempts=3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
@@ -94,13 +94,13 @@ async def test_the_whole_saga_deadline_aborts_a_saga_that_runs_too_long(data_dir
 
 async def test_a_pending_timer_survives_a_restart_and_fires_once(data_dir, saga_mode):
     trigger = PAYMENT_TRIGGER[saga_mode]
-    app, _ = _app(data_dir, {trigger: -1}, "step=0.5,attempts=3", saga_mode)
+    app, _ = _app(data_dir, {trigger: -1}, "step=2,attempts=3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
     # Stopped before the timeout; a new process on the same files takes it over.
-    app, _ = _app(data_dir, {}, "step=0.5,attempts=3", saga_mode)
+    app, _ = _app(data_dir, {}, "step=2,attempts=3", saga_mode)
     async with AsyncTestClient(app=app) as client:
         order = await final_order(client, order_id)
         await wait_for(lambda: quiescent(data_dir))
