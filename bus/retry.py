@@ -9,12 +9,18 @@ from tenacity import wait_exponential_jitter
 
 from bus.errors import TransientError
 
-__all__ = ["RetryPolicy"]
+__all__ = ["RetryPolicy", "exponential_jitter"]
 
 
 @dataclass(frozen=True)
 class _Attempt:
     attempt_number: int
+
+
+def exponential_jitter(attempt: int, *, base: float, cap: float, jitter: float) -> float:
+    """``base * 2**(attempt-1)``, at most ``cap``, plus up to ``jitter`` (tenacity's formula)."""
+    wait = wait_exponential_jitter(multiplier=base, max=cap, jitter=jitter)
+    return float(wait(_Attempt(attempt)))  # type: ignore[arg-type]  # a duck-typed retry state
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        wait = wait_exponential_jitter(multiplier=self.base, max=self.cap, jitter=self.base)
-        return float(wait(_Attempt(attempt)))  # type: ignore[arg-type]
+        return exponential_jitter(attempt, base=self.base, cap=self.cap, jitter=self.base)
 
     @classmethod
     def parse(cls, spec: str | None) -> RetryPolicy:

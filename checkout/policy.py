@@ -4,14 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tenacity import wait_exponential_jitter
+from bus.retry import exponential_jitter
 
 __all__ = ["SagaTimeouts"]
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    attempt_number: int
 
 
 @dataclass(frozen=True)
@@ -32,10 +27,10 @@ class SagaTimeouts:
             raise ValueError(f"bad saga timeouts {self}")
 
     def step_deadline(self, now: float, attempt: int) -> float:
-        wait = wait_exponential_jitter(
-            multiplier=self.step_timeout, max=self.cap, jitter=self.step_timeout / 10
+        jitter = self.step_timeout / 10
+        return now + exponential_jitter(
+            attempt, base=self.step_timeout, cap=self.cap, jitter=jitter
         )
-        return now + float(wait(_Attempt(attempt)))  # type: ignore[arg-type]
 
     @classmethod
     def parse(cls, spec: str | None) -> SagaTimeouts:
