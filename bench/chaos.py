@@ -49,6 +49,7 @@ import httpx
 
 from bench.environment import ROOT, free_port, git_state, machine
 from bench.invariants import audit
+from bench.orders import order_body
 
 MODES = ("orchestration", "choreography")
 DB_NAMES = ("order", "payment", "inventory", "shipping", "checkout")
@@ -177,17 +178,9 @@ class Workload:
                 chosen.append(RARE[0])
             items = {sku: rng.randint(1, 3) for sku in dict.fromkeys(chosen)}
             country = UNSERVED if rng.random() < UNSERVED_FRACTION else rng.choice(SERVED)
-            workload.bodies[f"chaos-{seed}-{mode[:5]}-{index:06d}"] = {
-                "customer_id": rng.choice(list(customers)),
-                "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
-                "shipping_address": {
-                    "name": "Ada Lovelace",
-                    "line1": "1 Main St",
-                    "city": "Berlin",
-                    "postal_code": "10115",
-                    "country": country,
-                },
-            }
+            workload.bodies[f"chaos-{seed}-{mode[:5]}-{index:06d}"] = order_body(
+                rng.choice(list(customers)), items, country=country
+            )
         return workload
 
 

@@ -44,6 +44,7 @@ import httpx
 
 from bench.environment import ROOT, free_port, git_state, machine
 from bench.invariants import audit, counts
+from bench.orders import order_body
 
 SERVED_COUNTRY = "DE"
 UNSERVED_COUNTRY = "AQ"  # not in the default shipping countries
@@ -192,17 +193,7 @@ class Workload:
             customer = self.broke_customer
         elif failure == "stock":
             items[self.sold_out_sku] = 1
-        return {
-            "customer_id": customer,
-            "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
-            "shipping_address": {
-                "name": "Ada Lovelace",
-                "line1": "1 Main St",
-                "city": "Berlin",
-                "postal_code": "10115",
-                "country": country,
-            },
-        }
+        return order_body(customer, items, country=country)
 
 
 # -- the clients ---------------------------------------------------------------

@@ -11,24 +11,21 @@ from typing import Any
 import anyio
 import httpx
 
-ADDRESS = {
-    "name": "Ada",
-    "line1": "1 Main St",
-    "city": "Berlin",
-    "postal_code": "10115",
-    "country": "DE",
-}
+from bench.orders import ADDRESS, order_body
+
+__all__ = [
+    "ADDRESS",
+    "DB_NAMES",
+    "final_order",
+    "order_body",
+    "place",
+    "query",
+    "quiescent",
+    "seed",
+    "wait_for",
+]
+
 DB_NAMES = ("order", "payment", "inventory", "shipping", "checkout")
-
-
-def order_body(
-    customer_id: str, items: Mapping[str, int], *, country: str = "DE"
-) -> dict[str, Any]:
-    return {
-        "customer_id": customer_id,
-        "items": [{"sku": sku, "quantity": qty} for sku, qty in items.items()],
-        "shipping_address": {**ADDRESS, "country": country},
-    }
 
 
 async def seed(
