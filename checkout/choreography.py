@@ -17,6 +17,7 @@ alone).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 
 import msgspec
 
@@ -24,6 +25,7 @@ from bus.consumer import Route
 from bus.messages import Command, Message
 from bus.sqlite import Tx
 from checkout.contract import SagaAborted
+from checkout.policies import reactions
 from checkout.steps import step_named
 from modules import inventory, order, payment, shipping
 
@@ -92,24 +94,23 @@ REACTIONS: Mapping[str, tuple[str, Reaction]] = {
 }
 
 
+def _in_context(reaction: Reaction, tx: Tx, event: Message) -> Command | None:
+    """Run a reaction with the saga's context: the order as created."""
+    if isinstance(event, order.OrderCreated):
+        created = event
+        assert tx.cause is not None
+        tx.context = tx.cause.payload  # the saga's context starts here
+    elif tx.context is None:
+        return None  # an orchestrated saga: not ours to react to
+    else:
+        created = _decode_order(tx.context)
+    return reaction(event, created)
+
+
 def choreography_routes(module: str, commands: Mapping[str, Route]) -> dict[str, Route]:
     """The routes through which ``module`` reacts to other modules' events."""
-    routes: dict[str, Route] = {}
-    for event_type, (reacting, reaction) in REACTIONS.items():
-        if reacting != module:
-            continue
-
-        def route(tx: Tx, event: Message, reaction: Reaction = reaction) -> None:
-            if isinstance(event, order.OrderCreated):
-                created = event
-                assert tx.cause is not None
-                tx.context = tx.cause.payload  # the saga's context starts here
-            elif tx.context is None:
-                return  # an orchestrated saga: not ours to react to
-            else:
-                created = _decode_order(tx.context)
-            command = reaction(event, created)
-            commands[command.TYPE](tx, command)
-
-        routes[event_type] = route
-    return routes
+    table = {
+        event_type: (reacting, partial(_in_context, reaction))
+        for event_type, (reacting, reaction) in REACTIONS.items()
+    }
+    return reactions(module, commands, table)

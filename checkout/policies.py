@@ -13,42 +13,45 @@ from bus.messages import Command, Message
 from bus.sqlite import Tx
 from modules import inventory, order, payment
 
-__all__ = ["REFERENCE_DATA", "reactions"]
+__all__ = ["REFERENCE_DATA", "Translate", "reactions"]
+
+Translate = Callable[[Tx, Message], Command | None]
+"""Turns an event into the reacting module's command (None: no reaction), in its transaction."""
 
 
-def _product(event: Message) -> Command:
+def _product(_tx: Tx, event: Message) -> Command:
     assert isinstance(event, inventory.ProductUpdated)
     return order.RecordProduct(sku=event.sku, name=event.name, price_cents=event.price_cents)
 
 
-def _customer(event: Message) -> Command:
+def _customer(_tx: Tx, event: Message) -> Command:
     assert isinstance(event, payment.CustomerUpdated)
     return order.RecordCustomer(customer_id=event.customer_id, name=event.name)
 
 
 # event type -> (reacting module, the command it turns into)
-REFERENCE_DATA: Mapping[str, tuple[str, Callable[[Message], Command]]] = {
+REFERENCE_DATA: Mapping[str, tuple[str, Translate]] = {
     inventory.ProductUpdated.TYPE: ("order", _product),
     payment.CustomerUpdated.TYPE: ("order", _customer),
 }
 
 
 def reactions(
-    module: str,
-    commands: Mapping[str, Route],
-    table: Mapping[str, tuple[str, Callable[[Message], Command]]],
+    module: str, commands: Mapping[str, Route], table: Mapping[str, tuple[str, Translate]]
 ) -> dict[str, Route]:
-    """Routes for the events ``module`` reacts to: translate, then run its own handler."""
+    """Routes for the events ``module`` reacts to: translate, then run its own handler.
+
+    Shared by the reference-data copies here and by choreography's reactions.
+    """
     routes: dict[str, Route] = {}
     for event_type, (target, translate) in table.items():
         if target != module:
             continue
 
-        def route(
-            tx: Tx, event: Message, translate: Callable[[Message], Command] = translate
-        ) -> None:
-            command = translate(event)
-            commands[command.TYPE](tx, command)
+        def route(tx: Tx, event: Message, translate: Translate = translate) -> None:
+            command = translate(tx, event)
+            if command is not None:
+                commands[command.TYPE](tx, command)
 
         routes[event_type] = route
     return routes
