@@ -140,11 +140,8 @@ async def _running(consumer: Consumer, condition: Callable[[], bool]) -> None:
         tg.cancel_scope.cancel()
 
 
-async def test_a_transient_failure_is_retried_with_backoff_without_blocking_other_orders(
-    db: Database, registry: MessageRegistry
-) -> None:
-    seen: list[int] = []
-    failures = {1: 2}  # message n=1 fails twice, then succeeds
+def _flaky(failures: dict[int, int], seen: list[int]) -> Callable[[Tx, Ping], None]:
+    """A handler that fails ``failures[n]`` times for message ``n``, then records it."""
 
     def handler(tx: Tx, message: Ping) -> None:
         if failures.get(message.n, 0) > 0:
@@ -152,6 +149,14 @@ async def test_a_transient_failure_is_retried_with_backoff_without_blocking_othe
             raise TransientError("flaky")
         seen.append(message.n)
 
+    return handler
+
+
+async def test_a_transient_failure_is_retried_with_backoff_without_blocking_other_orders(
+    db: Database, registry: MessageRegistry
+) -> None:
+    seen: list[int] = []
+    handler = _flaky({1: 2}, seen)  # message n=1 fails twice, then succeeds
     policy = RetryPolicy(attempts=5, base=0.001, cap=0.01)
     consumer = Consumer("c", db, {Ping.TYPE: handler}, registry, policy=policy)
     first = await db.transact(partial(_emit_ping, "o1", 1))
@@ -168,14 +173,7 @@ async def test_a_later_message_of_a_parked_order_waits_behind_it(
     db: Database, registry: MessageRegistry
 ) -> None:
     seen: list[int] = []
-    failures = {1: 1}
-
-    def handler(tx: Tx, message: Ping) -> None:
-        if failures.get(message.n, 0) > 0:
-            failures[message.n] -= 1
-            raise TransientError("flaky")
-        seen.append(message.n)
-
+    handler = _flaky({1: 1}, seen)
     policy = RetryPolicy(attempts=5, base=0.001, cap=0.01)
     consumer = Consumer("c", db, {Ping.TYPE: handler}, registry, policy=policy)
     first = await db.transact(partial(_emit_ping, "o1", 1))
