@@ -10,7 +10,7 @@ import argparse
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAIL
 
 from bus.chaos import ChaosPlan, ChaosTransport
 from bus.consumer import Consumer, Route
-from bus.faults import CrashPoints, FaultPlan
+from bus.faults import CrashPoints
 from bus.kafka import KafkaSettings, KafkaTransport
 from bus.memory import InMemoryTransport
 from bus.messages import MessageRegistry
@@ -40,7 +40,9 @@ from checkout.modes import claim_mode
 from checkout.operations import dead_letter_routes, saga_action_routes
 from checkout.policies import REFERENCE_DATA, reactions
 from checkout.policy import SagaTimeouts
+from checkout.steps import STEPS
 from modules import inventory, order, payment, shipping
+from modules.faults import FaultPlan
 from modules.inventory import module as inventory_module
 from modules.order import module as order_module
 from modules.payment import module as payment_module
@@ -50,33 +52,91 @@ from modules.shipping.domain import parse_countries
 log = logging.getLogger("checkout")
 
 MAX_BODY_BYTES = 64 * 1024
+# The steps a seeded business fault can fail: those with a failure reply.
+FAULT_STEPS = tuple(step.name for step in STEPS if step.failed and step.compensation is not None)
+
+
+def _option(default: Any, help: str | None = None, **argparse_options: Any) -> Any:
+    """A setting's default and its command-line form, declared together."""
+    return field(default=default, metadata={"help": help, **argparse_options})
+
+
+def _checked(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type that keeps the text but turns a bad value into a usage error."""
+
+    def check(value: str) -> str:
+        try:
+            parse(value)
+        except (ValueError, TypeError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    return check
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that can be configured, with the embedded defaults."""
+    """Everything that can be configured, with the embedded defaults.
 
-    data_dir: Path = Path("data")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    saga: str = "orchestration"
-    synchronous: str = "NORMAL"
-    faults: str = ""
-    fault_seed: int = 0
-    ship_countries: str = ""
-    stuck_after: float = 60.0
-    crash_at: str = ""
-    retry: str = ""
-    chaos: str = ""
-    timeouts: str = ""
-    bus: str = "memory"
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_partitions: int = 8
-    kafka_replication: int = 1
-    kafka_prefix: str = "saga."
-    modules: str = "all"
-    chaos_seed: int = 0
-    log_level: str = "INFO"
+    Each field is also a command-line option (``data_dir`` is ``--data-dir``):
+    its default, type and help are declared here once.
+    """
+
+    data_dir: Path = _option(Path("data"), "where the SQLite files live (default ./data)")
+    host: str = _option("127.0.0.1")
+    port: int = _option(8000)
+    saga: str = _option("orchestration", choices=["orchestration", "choreography"])
+    synchronous: str = _option(
+        "NORMAL",
+        "SQLite durability: NORMAL survives a process crash, FULL also power loss",
+        choices=["NORMAL", "FULL"],
+    )
+    faults: str = _option(
+        "",
+        "inject business failures, e.g. payment=0.1,stock=0.05,shipping=0.05",
+        type=_checked(lambda spec: FaultPlan.parse(spec, steps=FAULT_STEPS)),
+    )
+    fault_seed: int = _option(0)
+    ship_countries: str = _option(
+        "", "comma-separated ISO country codes served (default: see README)",
+        type=_checked(parse_countries),
+    )  # fmt: skip
+    stuck_after: float = _option(60.0, "seconds before a running saga counts as stuck")
+    crash_at: str = _option("", argparse.SUPPRESS, type=_checked(CrashPoints.parse))
+    retry: str = _option(
+        "",
+        "retry policy for failing handlers, e.g. attempts=5,base=0.05,cap=5 (the default)",
+        type=_checked(RetryPolicy.parse),
+    )
+    chaos: str = _option(
+        "",
+        "inject bus faults: duplicate, delay, exception, hang rates, for all types or per"
+        " type, e.g. 'duplicate=0.05,hang=0.01;payment.ProcessPayment:exception=0.2'",
+        type=_checked(ChaosPlan.parse),
+    )
+    timeouts: str = _option(
+        "",
+        "saga step timeout (s), attempts before compensating, whole-saga deadline (s),"
+        " backoff cap (s): e.g. step=10,attempts=3,saga=300,cap=120 (the default)",
+        type=_checked(SagaTimeouts.parse),
+    )
+    bus: str = _option(
+        "memory", "the in-process bus (default) or Apache Kafka", choices=["memory", "kafka"]
+    )
+    kafka_bootstrap: str = _option("127.0.0.1:9092", metavar="HOST:PORT")
+    kafka_partitions: int = _option(8)
+    kafka_replication: int = _option(1)
+    kafka_prefix: str = _option(
+        "saga.", "prefix of topic and consumer group names (lets several systems share a broker)"
+    )
+    modules: str = _option(
+        "all",
+        "modules this process runs: all (default) or a list of order, payment, inventory,"
+        " shipping, checkout; each process serves the HTTP routes of its own modules",
+        type=_checked(lambda spec: parse_modules(spec)),
+    )
+    chaos_seed: int = _option(0)
+    log_level: str = _option("INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 @dataclass
@@ -145,9 +205,7 @@ def parse_modules(spec: str) -> frozenset[str]:
         return frozenset(MODULES)
     unknown = names - set(MODULES)
     if unknown or not names:
-        raise SystemExit(
-            f"--modules: unknown {sorted(unknown)}; choose from all, {', '.join(MODULES)}"
-        )
+        raise ValueError(f"unknown {sorted(unknown)}; choose from all, {', '.join(MODULES)}")
     return frozenset(names)
 
 
@@ -167,7 +225,7 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
     """Build every module and wire them to the bus; nothing runs yet."""
     orchestrate = settings.saga == "orchestration"
     data_dir = settings.data_dir
-    faults = FaultPlan.parse(settings.faults, settings.fault_seed)
+    faults = FaultPlan.parse(settings.faults, settings.fault_seed, steps=FAULT_STEPS)
     crash = CrashPoints.parse(settings.crash_at)
     chaos = ChaosPlan.parse(settings.chaos, settings.chaos_seed)
     policy = RetryPolicy.parse(settings.retry)
@@ -286,81 +344,16 @@ def create_app(settings: Settings, *, transport: Transport | None = None) -> Lit
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
+    """The settings from the command line; a bad value is a usage error (exit 2)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Settings.data_dir,
-        help="where the SQLite files live (default ./data)",
-    )
-    parser.add_argument("--host", default=Settings.host)
-    parser.add_argument("--port", type=int, default=Settings.port)
-    parser.add_argument("--saga", choices=["orchestration", "choreography"], default=Settings.saga)
-    parser.add_argument(
-        "--synchronous",
-        choices=["NORMAL", "FULL"],
-        default=Settings.synchronous,
-        help="SQLite durability: NORMAL survives a process crash, FULL also power loss",
-    )
-    parser.add_argument(
-        "--faults",
-        default="",
-        help="inject business failures, e.g. payment=0.1,stock=0.05,shipping=0.05",
-    )
-    parser.add_argument("--fault-seed", type=int, default=0)
-    parser.add_argument(
-        "--ship-countries",
-        default="",
-        help="comma-separated ISO country codes served (default: see README)",
-    )
-    parser.add_argument(
-        "--stuck-after",
-        type=float,
-        default=Settings.stuck_after,
-        help="seconds before a running saga counts as stuck",
-    )
-    parser.add_argument(
-        "--retry",
-        default="",
-        help="retry policy for failing handlers, e.g. attempts=5,base=0.05,cap=5 (the default)",
-    )
-    parser.add_argument(
-        "--chaos",
-        default="",
-        help="inject bus faults: duplicate, delay, exception, hang rates, for all types or per"
-        " type, e.g. 'duplicate=0.05,hang=0.01;payment.ProcessPayment:exception=0.2'",
-    )
-    parser.add_argument("--chaos-seed", type=int, default=0)
-    parser.add_argument(
-        "--timeouts",
-        default="",
-        help="saga step timeout (s), attempts before compensating, whole-saga deadline (s),"
-        " backoff cap (s): e.g. step=10,attempts=3,saga=300,cap=120 (the default)",
-    )
-    parser.add_argument(
-        "--bus",
-        choices=["memory", "kafka"],
-        default=Settings.bus,
-        help="the in-process bus (default) or Apache Kafka",
-    )
-    parser.add_argument("--kafka-bootstrap", default=Settings.kafka_bootstrap, metavar="HOST:PORT")
-    parser.add_argument("--kafka-partitions", type=int, default=Settings.kafka_partitions)
-    parser.add_argument("--kafka-replication", type=int, default=Settings.kafka_replication)
-    parser.add_argument(
-        "--kafka-prefix",
-        default=Settings.kafka_prefix,
-        help="prefix of topic and consumer group names (lets several systems share a broker)",
-    )
-    parser.add_argument(
-        "--modules",
-        default=Settings.modules,
-        help="modules this process runs: all (default) or a list of order, payment, inventory,"
-        " shipping, checkout; each process serves the HTTP routes of its own modules",
-    )
-    parser.add_argument("--crash-at", default="", help=argparse.SUPPRESS)
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    return Settings(**vars(args))
+    for option in fields(Settings):
+        extra = dict(option.metadata)
+        if "type" not in extra and "choices" not in extra and option.default is not None:
+            extra["type"] = type(option.default)
+        parser.add_argument(
+            f"--{option.name.replace('_', '-')}", dest=option.name, default=option.default, **extra
+        )
+    return Settings(**vars(parser.parse_args(argv)))
 
 
 def main(argv: list[str] | None = None) -> None:

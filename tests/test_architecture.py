@@ -28,7 +28,7 @@ def test_import_linter_catches_a_module_importing_another(tmp_path: Path) -> Non
     # The check must be able to fail: copy the tree, add a forbidden import, expect a break.
     import shutil
 
-    for name in ("bus", "checkout", "modules", "pyproject.toml"):
+    for name in ("bus", "checkout", "modules", "web", "pyproject.toml"):
         source = ROOT / name
         target = tmp_path / name
         if source.is_dir():

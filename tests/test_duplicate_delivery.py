@@ -9,9 +9,9 @@ from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from bus.memory import InMemoryTransport
-from bus.testing import DuplicatingTransport
 from main import Settings, create_app
 from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.transports import DuplicatingTransport
 
 pytestmark = pytest.mark.anyio
 

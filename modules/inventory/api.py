@@ -11,10 +11,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bus.http import strict_body
 from bus.sqlite import Database
 from modules.inventory.db import ProductRow
 from modules.inventory.handlers import upsert_product
+from web.http import strict_body
 
 __all__ = ["ProductRequest", "ProductView", "inventory_routes"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from bus.faults import FaultPlan
 from bus.sqlite import Tx
+from modules.faults import FaultPlan
 from modules.inventory.contract import (
     ProductUpdated,
     ReleaseStock,

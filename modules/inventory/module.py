@@ -6,9 +6,10 @@ from functools import partial
 from pathlib import Path
 
 from bus.consumer import Route
-from bus.faults import CrashPoints, FaultPlan
+from bus.faults import CrashPoints
 from bus.module import ModuleHandle
 from bus.sqlite import Database
+from modules.faults import FaultPlan
 from modules.inventory import contract
 from modules.inventory.api import inventory_routes
 from modules.inventory.db import InventoryBase

@@ -18,7 +18,6 @@ from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 
-from bus.http import strict_body
 from bus.messages import Envelope
 from bus.sqlite import Database
 from modules.order.domain import (
@@ -29,6 +28,7 @@ from modules.order.domain import (
     UnknownSkuError,
 )
 from modules.order.handlers import place_order
+from web.http import strict_body
 
 __all__ = ["OrderAccepted", "OrderView", "PlaceOrderRequest", "TerminalWaiters", "order_routes"]
 

@@ -11,10 +11,10 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, PathParameter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bus.http import strict_body
 from bus.sqlite import Database
 from modules.payment.db import AccountRow
 from modules.payment.handlers import upsert_account
+from web.http import strict_body
 
 __all__ = ["AccountRequest", "AccountView", "payment_routes"]
 

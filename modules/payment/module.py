@@ -6,9 +6,10 @@ from functools import partial
 from pathlib import Path
 
 from bus.consumer import Route
-from bus.faults import CrashPoints, FaultPlan
+from bus.faults import CrashPoints
 from bus.module import ModuleHandle
 from bus.sqlite import Database
+from modules.faults import FaultPlan
 from modules.payment import contract
 from modules.payment.api import payment_routes
 from modules.payment.db import PaymentBase

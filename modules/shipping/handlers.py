@@ -6,8 +6,8 @@ import uuid
 
 import msgspec
 
-from bus.faults import FaultPlan
 from bus.sqlite import Tx
+from modules.faults import FaultPlan
 from modules.shipping.contract import (
     CancelShipment,
     ScheduleShipment,
