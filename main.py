@@ -7,6 +7,7 @@ default: SQLite files under ``./data`` and the in-process bus.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -28,19 +29,20 @@ from bus.consumer import Consumer, Route
 from bus.faults import CrashPoints
 from bus.kafka import KafkaSettings, KafkaTransport
 from bus.memory import InMemoryTransport
-from bus.messages import MessageRegistry
+from bus.messages import Message, MessageRegistry
 from bus.module import ModuleHandle
 from bus.ports import Transport
 from bus.relay import OutboxRelay
 from bus.retry import RetryPolicy
 from checkout import contract as checkout_contract
 from checkout import module as checkout_module
-from checkout.choreography import choreography_routes
-from checkout.modes import claim_mode
+from checkout.choreography import Choreography
+from checkout.definition import DefinitionError, Definitions, StepKind
+from checkout.flow import DEFINITIONS
+from checkout.modes import check_versions, claim_mode
 from checkout.operations import dead_letter_routes, saga_action_routes
 from checkout.policies import REFERENCE_DATA, reactions
 from checkout.policy import SagaTimeouts
-from checkout.steps import STEPS
 from modules import inventory, order, payment, shipping
 from modules.faults import FaultPlan
 from modules.inventory import module as inventory_module
@@ -52,8 +54,49 @@ from modules.shipping.domain import parse_countries
 log = logging.getLogger("checkout")
 
 MAX_BODY_BYTES = 64 * 1024
-# The steps a seeded business fault can fail: those with a failure reply.
-FAULT_STEPS = tuple(step.name for step in STEPS if step.failed and step.compensation is not None)
+
+
+@dataclass(frozen=True)
+class Participant:
+    """A module beyond the built-in ones that a flow's steps name: its contract and builder.
+
+    ``build(data_dir, faults=..., synchronous=..., crash_points=...)`` returns its handle.
+    """
+
+    name: str
+    messages: tuple[type[Message], ...]
+    build: Callable[..., ModuleHandle]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """The saga definitions to run, and the participants they need beyond the built-in modules."""
+
+    definitions: Definitions
+    participants: tuple[Participant, ...] = ()
+
+
+CHECKOUT_FLOW = Flow(DEFINITIONS)
+
+
+def fault_steps(definitions: Definitions) -> tuple[str, ...]:
+    """The steps a seeded business fault can fail: those before the pivot that can fail."""
+    return tuple(
+        step.name
+        for step in definitions.current.steps
+        if step.failed and step.kind is StepKind.COMPENSATABLE
+    )
+
+
+def load_flow(spec: str) -> Flow:
+    """``module:attribute`` naming a ``Flow``; empty means the checkout's own."""
+    if not spec:
+        return CHECKOUT_FLOW
+    module_name, _, attribute = spec.partition(":")
+    flow = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(flow, Flow):
+        raise TypeError(f"{spec} is not a Flow")
+    return flow
 
 
 def _option(default: Any, help: str | None = None, **argparse_options: Any) -> Any:
@@ -94,7 +137,7 @@ class Settings:
     faults: str = _option(
         "",
         "inject business failures, e.g. payment=0.1,stock=0.05,shipping=0.05",
-        type=_checked(lambda spec: FaultPlan.parse(spec, steps=FAULT_STEPS)),
+        type=_checked(lambda spec: FaultPlan.parse(spec, steps=fault_steps(DEFINITIONS))),
     )
     fault_seed: int = _option(0)
     ship_countries: str = _option(
@@ -136,6 +179,7 @@ class Settings:
         type=_checked(lambda spec: parse_modules(spec)),
     )
     chaos_seed: int = _option(0)
+    flow: str = _option("", argparse.SUPPRESS, type=_checked(load_flow))
     log_level: str = _option("INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -149,6 +193,7 @@ class System:
     relays: list[OutboxRelay]
     consumers: list[Consumer]
     saga_mode: str
+    definitions: Definitions
     health: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -166,6 +211,7 @@ class System:
                 previous = await checkout.db.transact(partial(claim_mode, mode=self.saga_mode))
                 if previous is not None:
                     log.info("saga mode changed from %s to %s", previous, self.saga_mode)
+                await checkout.db.transact(partial(check_versions, definitions=self.definitions))
             # Whatever a previous run committed but did not deliver goes first.
             for relay in self.relays:
                 await relay.recover()
@@ -198,14 +244,15 @@ class System:
 MODULES = ("order", "payment", "inventory", "shipping", "checkout")
 
 
-def parse_modules(spec: str) -> frozenset[str]:
-    """``all`` or a comma-separated list of module names."""
+def parse_modules(spec: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
+    """``all`` or a comma-separated list of module names (``extra``: a flow's participants)."""
+    known = (*MODULES, *extra)
     names = {name.strip() for name in spec.split(",") if name.strip()}
     if names == {"all"}:
-        return frozenset(MODULES)
-    unknown = names - set(MODULES)
+        return frozenset(known)
+    unknown = names - set(known)
     if unknown or not names:
-        raise ValueError(f"unknown {sorted(unknown)}; choose from all, {', '.join(MODULES)}")
+        raise ValueError(f"unknown {sorted(unknown)}; choose from all, {', '.join(known)}")
     return frozenset(names)
 
 
@@ -221,24 +268,35 @@ def _transport(settings: Settings, registry: MessageRegistry) -> Transport:
     return InMemoryTransport(registry)
 
 
-def build_system(settings: Settings, *, transport: Transport | None = None) -> System:
-    """Build every module and wire them to the bus; nothing runs yet."""
+def build_system(
+    settings: Settings, *, transport: Transport | None = None, flow: Flow | None = None
+) -> System:
+    """Build every module and wire them to the bus; nothing runs yet.
+
+    Raises ``DefinitionError`` (one line: the step and the rule) for a flow
+    whose definitions break a rule.
+    """
+    flow = flow or load_flow(settings.flow)
+    definitions = flow.definitions
+    contracts: dict[str, tuple[type[Message], ...]] = {
+        "order": order.MESSAGES, "payment": payment.MESSAGES, "inventory": inventory.MESSAGES,
+        "shipping": shipping.MESSAGES, "checkout": checkout_contract.MESSAGES,
+        **{p.name: p.messages for p in flow.participants},
+    }  # fmt: skip
+    definitions.validate(contracts)
     orchestrate = settings.saga == "orchestration"
     data_dir = settings.data_dir
-    faults = FaultPlan.parse(settings.faults, settings.fault_seed, steps=FAULT_STEPS)
+    faults = FaultPlan.parse(settings.faults, settings.fault_seed, steps=fault_steps(definitions))
     crash = CrashPoints.parse(settings.crash_at)
     chaos = ChaosPlan.parse(settings.chaos, settings.chaos_seed)
     policy = RetryPolicy.parse(settings.retry)
     timeouts = SagaTimeouts.parse(settings.timeouts)
     common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
-    registry = MessageRegistry.from_contracts(
-        order.MESSAGES, payment.MESSAGES, inventory.MESSAGES, shipping.MESSAGES,
-        checkout_contract.MESSAGES,
-    )  # fmt: skip
+    registry = MessageRegistry.from_contracts(*contracts.values())
     bus = transport or _transport(settings, registry)
     if chaos is not None:
         bus = ChaosTransport(bus, chaos)
-    wanted = parse_modules(settings.modules)
+    wanted = parse_modules(settings.modules, tuple(p.name for p in flow.participants))
     countries = parse_countries(settings.ship_countries)
     builders: dict[str, Callable[[], ModuleHandle]] = {
         "order": lambda: order_module.build(data_dir, **common),
@@ -248,26 +306,32 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
             data_dir, countries=countries, faults=faults, **common
         ),
     }
+    for participant in flow.participants:
+        builders[participant.name] = partial(participant.build, data_dir, faults=faults, **common)
     modules = [build() for name, build in builders.items() if name in wanted]
     tracker = None
     if "checkout" in wanted:
         checkout, tracker = checkout_module.build(
             data_dir,
             registry,
+            definitions,
             orchestrate=orchestrate,
             timeouts=timeouts,
             stuck_after=settings.stuck_after,
             **common,
         )
         modules.append(checkout)
+    choreography = None if orchestrate else Choreography(definitions)
     relays, consumers = [], []
     for module in modules:
         relays.append(OutboxRelay(module.db, bus, registry))
         routes: dict[str, Route] = {
             **module.commands,
             **reactions(module.name, module.commands, REFERENCE_DATA),
-            **({} if orchestrate else choreography_routes(module.name, module.commands)),
         }
+        if choreography is not None:
+            routes |= choreography.routes(module.name, module.commands)
+            module.db.context_for = choreography.context_for
         consumers.append(
             Consumer(module.name, module.db, routes, registry, policy=policy, chaos=chaos)
         )
@@ -278,12 +342,14 @@ def build_system(settings: Settings, *, transport: Transport | None = None) -> S
         )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)
-    return System(registry, bus, modules, relays, consumers, settings.saga)
+    return System(registry, bus, modules, relays, consumers, settings.saga, definitions)
 
 
-def create_app(settings: Settings, *, transport: Transport | None = None) -> Litestar:
+def create_app(
+    settings: Settings, *, transport: Transport | None = None, flow: Flow | None = None
+) -> Litestar:
     """The HTTP application; its lifespan runs the whole system."""
-    system = build_system(settings, transport=transport)
+    system = build_system(settings, transport=transport, flow=flow)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -361,7 +427,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except DefinitionError as exc:
+        raise SystemExit(f"saga definition refused: {exc}") from None
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -19,8 +19,10 @@ from bus.errors import BusError, MessageDecodeError, UnknownMessageTypeError
 
 __all__ = [
     "Command",
+    "Compensated",
     "Envelope",
     "Event",
+    "Failure",
     "Message",
     "MessageRegistry",
     "Undecodable",
@@ -77,6 +79,19 @@ class Command(Message, frozen=True, kw_only=True):
 
 class Event(Message, frozen=True, kw_only=True):
     """A fact a module announces to whoever listens; named in the past tense."""
+
+
+class Failure(Event, frozen=True, kw_only=True):
+    """A reply saying a step did nothing, and why: ``reason`` is a short code."""
+
+    reason: str
+
+
+class Compensated(Event, frozen=True, kw_only=True):
+    """A reply saying a step was undone; ``reason`` repeats why the undo was asked."""
+
+    COMPENSATION = True
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

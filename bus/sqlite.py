@@ -30,7 +30,7 @@ from typing import Any, Generic, Self, TypeVar
 
 import anyio
 import msgspec
-from sqlalchemy import MetaData, create_engine
+from sqlalchemy import Connection, MetaData, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bus.faults import CrashPoints
@@ -97,6 +97,8 @@ class Tx:
         payload = msgspec.json.encode(message)
         if context is None:
             context = self.context
+        if context is None and cause is None and self._db.context_for is not None:
+            context = self._db.context_for(self, message, payload)
         row = (
             message_id or new_id(),
             message.TYPE,
@@ -116,6 +118,18 @@ class Tx:
         envelope = Envelope(*row[:8], message=message, context=context, seq=cursor.lastrowid or 0)
         self.emitted.append(envelope)
         return envelope
+
+
+def _add_missing_columns(connection: Connection, metadata: MetaData) -> None:
+    """Add the nullable columns a newer build declares to tables an older one created."""
+    for table in metadata.sorted_tables:
+        have = {row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table.name})")}
+        for column in table.columns:
+            if column.name not in have and column.nullable:
+                kind = column.type.compile(connection.dialect)
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+                )
 
 
 class _Job:
@@ -157,6 +171,9 @@ class Database:
         self.clock = clock
         self.crash_points = crash_points
         self.commit_hooks: list[Callable[[list[Envelope]], None]] = []
+        # Gives a message emitted outside any handler its saga context (set by
+        # the composition root in choreography; see checkout.choreography).
+        self.context_for: Callable[[Tx, Message, bytes], bytes | None] | None = None
         # Set by the relay: waits until envelopes are durably with the transport.
         self.wait_delivered: Callable[[Sequence[Envelope], float], Awaitable[bool]] | None = None
         self.commits = 0
@@ -199,6 +216,8 @@ class Database:
             with engine.begin() as connection:
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
             self.metadata.create_all(engine)
+            with engine.begin() as connection:
+                _add_missing_columns(connection, self.metadata)
         finally:
             engine.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -44,6 +44,14 @@ def add_bus_tables(metadata: MetaData) -> None:
         metadata.tables["outbox"].c.seq,
         sqlite_where=text("dispatched_at IS NULL"),
     )
+    # A message emitted outside any handler carries on its saga's context,
+    # found from the last message emitted with one (see Tx.emit).
+    Index(
+        "outbox_context",
+        metadata.tables["outbox"].c.correlation_id,
+        metadata.tables["outbox"].c.seq,
+        sqlite_where=text("context IS NOT NULL"),
+    )
     Table(
         "inbox",
         metadata,

@@ -17,6 +17,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
 from checkout.db import TimelineRow, TrackedSagaRow
+from checkout.definition import Definitions
 
 __all__ = ["SagaView", "TimelineEntry", "checkout_routes"]
 
@@ -29,6 +30,10 @@ class TimelineEntry(msgspec.Struct):
     type: str
     kind: str
     compensation: bool
+    # From the saga's definition: the step the message belongs to and what it
+    # does there (action, succeeded, failed, compensation, compensated, lock).
+    step: str | None
+    role: str | None
     message_id: str
     causation_id: str | None
     to: str | None
@@ -70,7 +75,9 @@ def _when(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def checkout_routes(db: Database, *, stuck_after: float) -> list[HTTPRouteHandler]:
+def checkout_routes(
+    db: Database, definitions: Definitions, *, stuck_after: float
+) -> list[HTTPRouteHandler]:
     """Build checkout's read routes over its database."""
 
     @get("/orders/{order_id:str}/timeline", operation_id="getTimeline", tags=["orders"])
@@ -80,8 +87,16 @@ def checkout_routes(db: Database, *, stuck_after: float) -> list[HTTPRouteHandle
             rows = list(
                 await session.exec(select(TimelineRow).where(TimelineRow.saga_id == order_id))
             )
+            tracked = await session.get(TrackedSagaRow, order_id)
         if not rows:
             raise NotFoundException(f"no saga for order {order_id}")
+        version = tracked.definition_version if tracked is not None else None
+        definition = definitions.get(version or definitions.current.version)
+
+        def label(type_name: str) -> tuple[str | None, str | None]:
+            found = definition.role(type_name) if definition is not None else None
+            return (None, None) if found is None else (found[0].name, str(found[1]))
+
         return [
             TimelineEntry(
                 at=_when(row.occurred_at),
@@ -89,6 +104,8 @@ def checkout_routes(db: Database, *, stuck_after: float) -> list[HTTPRouteHandle
                 type=row.type,
                 kind=row.kind,
                 compensation=row.compensation,
+                step=label(row.type)[0],
+                role=label(row.type)[1],
                 message_id=row.message_id,
                 causation_id=row.causation_id,
                 to=row.target,

@@ -1,116 +1,122 @@
 """Choreography: no coordinator, each module reacts to the others' events.
 
-The table below is the whole flow. Each reaction runs in the subscription of
-the module that reacts (payment reacts to OrderCreated, and so on), inside that
-module's own transaction, and calls the very handler that the orchestrator's
-command would reach: only the wiring differs between the two modes.
+The reactions are derived from the saga definition, for every version kept:
 
-Events carry the saga's context (the order as created) in their envelope, the
-way a tracing header travels: set when the first reaction handles
-OrderCreated, passed on by every module untouched. That is what lets
-inventory reserve the order's lines on PaymentCompleted without asking the
-order module, and what tells a reaction whether a saga is choreographed at all
-(an orchestrated saga's events have no context, so these reactions leave them
-alone).
+- a step's success → the next step's action, run by the next step's module;
+- a step's failure → the compensation of the last compensatable step before
+  it (so, for the pivot's failure, everything before the pivot);
+- a step's undo → the undo of the compensatable step before it, down to the
+  first step, whose undo ends the saga.
+
+Each reaction runs in the subscription of the module that reacts, inside that
+module's own transaction, and calls the very handler that the orchestrator's
+command would reach: only the wiring differs between the two styles. An abort
+(operator, timeout, deadline) or a customer's cancellation takes the pivot's
+lock; the lock's answer is the pivot's failure, and the undo chain follows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from functools import partial
-
-import msgspec
 
 from bus.consumer import Route
-from bus.messages import Command, Message
+from bus.messages import Command, Compensated, Failure, Message
 from bus.sqlite import Tx
-from checkout.contract import SagaAborted
-from checkout.policies import reactions
-from checkout.steps import step_named
-from modules import inventory, order, payment, shipping
+from checkout.context import decode_context, encode_context
+from checkout.definition import Definitions, SagaData, SagaDefinition, Step
 
-__all__ = ["REACTIONS", "choreography_routes"]
+__all__ = ["Choreography", "reactions_of"]
 
-Reaction = Callable[[Message, order.OrderCreated], Command]
-
-_decode_order = msgspec.json.Decoder(order.OrderCreated).decode
+Reaction = Callable[[Message, SagaData], Command]
+Reactions = Mapping[str, tuple[str, Reaction]]
+"""event type -> (the module that reacts, the command it runs)."""
 
 
-def _forward(step: str) -> Reaction:
-    action = step_named(step).action
+def _forward(step: Step) -> Reaction:
+    action = step.action
     assert action is not None
-    return lambda _event, created: action(created)
+    return lambda _event, data: action.build(data)
 
 
-def _failed(step: str, then: Callable[[str, str], Command]) -> Reaction:
-    def react(event: Message, created: order.OrderCreated) -> Command:
-        return then(created.order_id, f"{step} failed: {getattr(event, 'reason', '') or 'unknown'}")
-
-    return react
-
-
-def _pass_on(then: Callable[[str, str], Command]) -> Reaction:
-    def react(event: Message, created: order.OrderCreated) -> Command:
-        return then(created.order_id, getattr(event, "reason", None) or "compensated")
-
-    return react
+def _undo(step: Step, reason: Callable[[Message], str]) -> Reaction:
+    compensation = step.compensation
+    assert compensation is not None
+    return lambda event, data: compensation.build(data, reason(event))
 
 
-def _cancel(order_id: str, reason: str) -> Command:
-    return order.CancelOrder(order_id=order_id, reason=reason)
+def _failure_of(step: Step, pivot: Step) -> Callable[[Message], str]:
+    def reason(event: Message) -> str:
+        assert isinstance(event, Failure)
+        # The pivot fails because its lock was taken: the lock's reason says why.
+        return event.reason if step is pivot else f"{step.name} failed: {event.reason}"
+
+    return reason
 
 
-def _refund(order_id: str, reason: str) -> Command:
-    return payment.RefundPayment(order_id=order_id, reason=reason)
+def _passed_on(event: Message) -> str:
+    assert isinstance(event, Compensated)
+    return event.reason or "compensated"
 
 
-def _release(order_id: str, reason: str) -> Command:
-    return inventory.ReleaseStock(order_id=order_id, reason=reason)
+def reactions_of(definition: SagaDefinition) -> dict[str, tuple[str, Reaction]]:
+    """The whole choreographed flow of one definition version."""
+    table: dict[str, tuple[str, Reaction]] = {}
+    for step in definition.steps:
+        following = definition.after(step)
+        if following is not None:
+            table[step.succeeded.TYPE] = (following.module, _forward(following))
+        undo = definition.undo_before(step)
+        if undo is None:
+            continue
+        for failed in step.failed:
+            table[failed.TYPE] = (undo.module, _undo(undo, _failure_of(step, definition.pivot)))
+        if step.compensated is not None:
+            table[step.compensated.TYPE] = (undo.module, _undo(undo, _passed_on))
+    return table
 
 
-def _cancel_shipment(order_id: str, reason: str) -> Command:
-    # Without a coordinator the order completes on ShipmentScheduled: an abort
-    # decided from the tracker's (possibly late) view must not undo that.
-    return shipping.CancelShipment(order_id=order_id, reason=reason, keep_if_scheduled=True)
+class Choreography:
+    """The reactions of every kept definition version, and the saga context they carry."""
 
+    def __init__(self, definitions: Definitions) -> None:
+        self.definitions = definitions
+        self.tables = {d.version: reactions_of(d) for d in definitions.all}
+        self.start_type = definitions.current.first.succeeded.TYPE
 
-# event type -> (the module that reacts, what it does)
-REACTIONS: Mapping[str, tuple[str, Reaction]] = {
-    # The happy path.
-    order.OrderCreated.TYPE: ("payment", _forward("payment")),
-    payment.PaymentCompleted.TYPE: ("inventory", _forward("stock")),
-    inventory.StockReserved.TYPE: ("shipping", _forward("shipping")),
-    shipping.ShipmentScheduled.TYPE: ("order", _forward("complete")),
-    # Compensation, in reverse order: each undo's event triggers the next undo.
-    payment.PaymentFailed.TYPE: ("order", _failed("payment", _cancel)),
-    inventory.StockFailed.TYPE: ("payment", _failed("stock", _refund)),
-    shipping.ShipmentFailed.TYPE: ("inventory", _failed("shipping", _release)),
-    inventory.StockReleased.TYPE: ("payment", _pass_on(_refund)),
-    payment.PaymentRefunded.TYPE: ("order", _pass_on(_cancel)),
-    # An abort (operator or deadline) undoes every step, last first; each undo
-    # is safe when its step never ran.
-    SagaAborted.TYPE: ("shipping", _pass_on(_cancel_shipment)),
-    shipping.ShipmentCancelled.TYPE: ("inventory", _pass_on(_release)),
-}
+    def routes(self, module: str, commands: Mapping[str, Route]) -> dict[str, Route]:
+        """The routes through which ``module`` reacts to other modules' events."""
+        types = {
+            event_type
+            for table in self.tables.values()
+            for event_type, (reacting, _) in table.items()
+            if reacting == module
+        }
 
+        def route(tx: Tx, event: Message) -> None:
+            if tx.context is None:
+                return  # an orchestrated saga's event: not ours to react to
+            version, data = decode_context(tx.context)
+            entry = self.tables[self.definitions.version(version).version].get(event.TYPE)
+            if entry is not None and entry[0] == module:
+                command = entry[1](event, data)
+                commands[command.TYPE](tx, command)
 
-def _in_context(reaction: Reaction, tx: Tx, event: Message) -> Command | None:
-    """Run a reaction with the saga's context: the order as created."""
-    if isinstance(event, order.OrderCreated):
-        created = event
-        assert tx.cause is not None
-        tx.context = tx.cause.payload  # the saga's context starts here
-    elif tx.context is None:
-        return None  # an orchestrated saga: not ours to react to
-    else:
-        created = _decode_order(tx.context)
-    return reaction(event, created)
+        return dict.fromkeys(types, route)
 
+    def context_for(self, tx: Tx, message: Message, payload: bytes) -> bytes | None:
+        """The context of a saga message emitted outside any handler (an HTTP request).
 
-def choreography_routes(module: str, commands: Mapping[str, Route]) -> dict[str, Route]:
-    """The routes through which ``module`` reacts to other modules' events."""
-    table = {
-        event_type: (reacting, partial(_in_context, reaction))
-        for event_type, (reacting, reaction) in REACTIONS.items()
-    }
-    return reactions(module, commands, table)
+        The saga's first event starts the context, under the current version;
+        a later one (a customer's cancellation) carries on the context of the
+        last message this module emitted for the same saga.
+        """
+        if self.start_type == message.TYPE:
+            return encode_context(self.definitions.current.version, payload)
+        if message.KEY != "order_id":
+            return None
+        row = tx.one(
+            "SELECT context FROM outbox WHERE correlation_id = ? AND context IS NOT NULL"
+            " ORDER BY seq DESC LIMIT 1",
+            (message.key,),
+        )
+        return None if row is None else bytes(row[0])

@@ -1,10 +1,10 @@
-"""Checkout's own messages: operator actions on a saga, and the abort that choreography follows."""
+"""Checkout's own messages: operator actions on a saga."""
 
 from __future__ import annotations
 
-from bus.messages import Command, Event, Message
+from bus.messages import Command, Message
 
-__all__ = ["MESSAGES", "AbortSaga", "RetrySaga", "SagaAborted"]
+__all__ = ["MESSAGES", "AbortSaga", "RetrySaga"]
 
 
 class RetrySaga(Command, frozen=True, kw_only=True):
@@ -17,8 +17,8 @@ class RetrySaga(Command, frozen=True, kw_only=True):
 class AbortSaga(Command, frozen=True, kw_only=True):
     """An operator (or a deadline) asks to compensate a running saga now.
 
-    Refused (a no-op) once the saga has finished or is past its point of no
-    return (the shipment is scheduled).
+    Refused (a no-op) once the saga has finished or is past its pivot; at the
+    pivot, the pivot's lock decides which of the two wins.
     """
 
     TYPE = "checkout.AbortSaga"
@@ -27,13 +27,4 @@ class AbortSaga(Command, frozen=True, kw_only=True):
     reason: str
 
 
-class SagaAborted(Event, frozen=True, kw_only=True):
-    """Emitted in choreography when a saga is aborted: every step undoes itself, last first."""
-
-    TYPE = "checkout.SagaAborted"
-    COMPENSATION = True
-    order_id: str
-    reason: str
-
-
-MESSAGES: tuple[type[Message], ...] = (RetrySaga, AbortSaga, SagaAborted)
+MESSAGES: tuple[type[Message], ...] = (RetrySaga, AbortSaga)

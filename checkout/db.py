@@ -67,6 +67,8 @@ class TrackedSagaRow(CheckoutBase, table=True):
     last_event_id: str | None = None
     attempt: int = 1
     deadline: float | None = Field(default=None, index=True)
+    # The saga definition version it runs under (from its context in choreography).
+    definition_version: int | None = None
     started_at: float
     updated_at: float
 

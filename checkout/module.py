@@ -1,4 +1,5 @@
-"""Builds checkout (orchestrator and tracker); imported only by the composition root."""
+"""Builds checkout (orchestrator or watchdog, and the tracker); imported only by the
+composition root."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from bus.sqlite import Database
 from checkout.api import checkout_routes
 from checkout.contract import AbortSaga, RetrySaga
 from checkout.db import CheckoutBase
-from checkout.orchestrator import HANDLED_TYPES, on_message
+from checkout.definition import Definitions
+from checkout.orchestrator import Orchestrator
 from checkout.policy import SagaTimeouts
-from checkout.timers import run_timers
 from checkout.tracker import SagaTracker
 from checkout.watch import watch_stuck_sagas
 from checkout.watchdog import Watchdog
@@ -27,6 +28,7 @@ __all__ = ["build"]
 def build(
     data_dir: Path,
     registry: MessageRegistry,
+    definitions: Definitions,
     *,
     orchestrate: bool = True,
     timeouts: SagaTimeouts | None = None,
@@ -46,13 +48,16 @@ def build(
         "stuck-saga-watch": partial(watch_stuck_sagas, db, stuck_after)
     }
     if orchestrate:
+        orchestrator = Orchestrator(definitions, timeouts)
         commands: dict[str, Route] = dict.fromkeys(
-            HANDLED_TYPES, partial(on_message, timeouts=timeouts)
+            orchestrator.handled_types, orchestrator.on_message
         )
-        background["saga-timers"] = partial(run_timers, db, timeouts)
+        background["saga-timers"] = partial(orchestrator.run_timers, db)
     else:
-        watchdog = Watchdog(registry, timeouts)
+        watchdog = Watchdog(registry, definitions, timeouts)
         commands = dict.fromkeys((RetrySaga.TYPE, AbortSaga.TYPE), watchdog.on_command)
         background["saga-watchdog"] = partial(watchdog.run, db)
-    routes = checkout_routes(db, stuck_after=stuck_after)
-    return ModuleHandle("checkout", db, commands, routes, background), SagaTracker(timeouts)
+    routes = checkout_routes(db, definitions, stuck_after=stuck_after)
+    return ModuleHandle("checkout", db, commands, routes, background), SagaTracker(
+        definitions, timeouts
+    )

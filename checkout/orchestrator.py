@@ -1,43 +1,46 @@
-"""The orchestrator: loads a saga, asks ``decide`` what to do, and stores the new
-state together with the commands it sends, in one local transaction."""
+"""The orchestrator: the thin shell around ``decide``.
+
+For every input (a reply, an operator's command, a due timer) it loads the
+saga's row, asks ``checkout.saga.decide`` under the definition version the saga
+started with, and stores the new state, its next deadline and the commands it
+sends, in one local transaction. Timers are durable: deadlines live in the
+rows, and firing one is a transaction like any other decision, so a restart
+neither loses a pending timeout nor fires it twice.
+"""
 
 from __future__ import annotations
 
 import uuid
+from functools import partial
 
+import anyio
 import msgspec
 
 from bus.messages import Message
-from bus.sqlite import Tx
+from bus.sqlite import Database, Tx
 from checkout.contract import AbortSaga, RetrySaga
+from checkout.definition import Definitions, Role, SagaData, SagaDefinition
 from checkout.policy import SagaTimeouts
-from checkout.saga import SagaState, Transition, abort, decide, resend, start
-from checkout.steps import DEFINITION_VERSION, STEPS
-from modules import order
+from checkout.saga import (
+    Abort,
+    DeadlineExceeded,
+    Input,
+    Reply,
+    Retry,
+    SagaState,
+    StepTimedOut,
+    Transition,
+    abortable,
+    decide,
+    start,
+)
 
-__all__ = [
-    "HANDLED_TYPES",
-    "SagaDefinitionMismatchError",
-    "command_id",
-    "on_message",
-    "save",
-]
+__all__ = ["Orchestrator", "command_id"]
 
 _NAMESPACE = uuid.UUID("6f1c1c9e-3b7a-4d0e-9a59-2a4f0d5c8e11")
 _encode = msgspec.json.Encoder().encode
 _decode_state = msgspec.json.Decoder(SagaState).decode
-
-REPLY_TYPES: frozenset[str] = frozenset(
-    name
-    for step in STEPS
-    for name in (step.succeeded, *step.failed, step.compensated)
-    if name is not None
-)
-HANDLED_TYPES = REPLY_TYPES | {RetrySaga.TYPE, AbortSaga.TYPE}
-
-
-class SagaDefinitionMismatchError(Exception):
-    """Raised when a stored saga was started by another version of the saga definition."""
+_ACTIVE = "('RUNNING', 'COMPENSATING')"
 
 
 def command_id(saga_id: str, step: str, direction: str, attempt: int) -> str:
@@ -45,58 +48,131 @@ def command_id(saga_id: str, step: str, direction: str, attempt: int) -> str:
     return uuid.uuid5(_NAMESPACE, f"{saga_id}:{step}:{direction}:{attempt}").hex
 
 
-def on_message(tx: Tx, message: Message, timeouts: SagaTimeouts) -> None:
-    """Advance the message's saga by one decision (start it on OrderCreated)."""
-    row = tx.one(
-        "SELECT state, version, definition_version FROM sagas WHERE saga_id = ?", (message.key,)
-    )
-    if isinstance(message, order.OrderCreated):
+class Orchestrator:
+    """Runs sagas of the given definitions: new ones under the current version."""
+
+    def __init__(self, definitions: Definitions, timeouts: SagaTimeouts) -> None:
+        self.definitions = definitions
+        self.timeouts = timeouts
+        self.start_type = definitions.current.first.succeeded.TYPE
+
+    @property
+    def handled_types(self) -> frozenset[str]:
+        """Every message type the orchestrator reacts to: replies and operator commands."""
+        replies = {
+            message.TYPE
+            for definition in self.definitions.all
+            for step in definition.steps
+            for message, role in step.messages()
+            if role in (Role.SUCCEEDED, Role.FAILED, Role.COMPENSATED)
+        }
+        return frozenset(replies | {RetrySaga.TYPE, AbortSaga.TYPE})
+
+    # -- inputs ------------------------------------------------------------------
+
+    def on_message(self, tx: Tx, message: Message) -> None:
+        """Advance the message's saga by one decision (start it on the first step's event)."""
+        row = tx.one(
+            "SELECT state, version, definition_version FROM sagas WHERE saga_id = ?",
+            (message.key,),
+        )
+        if self.start_type == message.TYPE:
+            if row is None and isinstance(message, SagaData):
+                definition = self.definitions.current
+                self._insert(tx, definition, start(definition, message))
+            return
         if row is None:
-            _insert(tx, start(message), timeouts)
-        return
-    if row is None:
-        return  # not a saga this orchestrator runs (for instance, started in choreography mode)
-    if row[2] != DEFINITION_VERSION:
-        raise SagaDefinitionMismatchError(f"saga {message.key} has definition v{row[2]}")
-    state = _decode_state(row[0])
-    if isinstance(message, RetrySaga):
-        transition = resend(state)
-    elif isinstance(message, AbortSaga):
-        transition = abort(state, message.reason)
-    else:
-        transition = decide(state, message)
-    if transition is not None:
-        save(tx, transition, version=row[1], timeouts=timeouts)
+            return  # not a saga this orchestrator runs (for instance, begun in choreography)
+        event: Input
+        if isinstance(message, RetrySaga):
+            event = Retry()
+        elif isinstance(message, AbortSaga):
+            event = Abort(message.reason)
+        else:
+            event = Reply(message)
+        self._advance(tx, _decode_state(row[0]), row[1], self.definitions.version(row[2]), event)
 
+    def fire_due(self, tx: Tx, limit: int = 256) -> float | None:
+        """Fire every due timer; return when the next one is due (None if none is pending)."""
+        rows = tx.execute(
+            "SELECT state, version, definition_version, deadline, expires_at FROM sagas"  # noqa: S608
+            f" WHERE status IN {_ACTIVE} AND (deadline <= ? OR expires_at <= ?)"
+            " ORDER BY deadline LIMIT ?",
+            (tx.now, tx.now, limit),
+        ).fetchall()
+        for blob, version, definition_version, deadline, expires_at in rows:
+            state = _decode_state(blob)
+            definition = self.definitions.version(definition_version)
+            if expires_at <= tx.now and abortable(definition, state):
+                self._advance(tx, state, version, definition, DeadlineExceeded())
+            elif deadline <= tx.now:
+                attempts = definition.step(state.step).attempts or self.timeouts.attempts
+                self._advance(tx, state, version, definition, StepTimedOut(attempts))
+            else:
+                # Past the saga deadline but no longer abortable: only the step timer remains.
+                tx.execute(
+                    "UPDATE sagas SET expires_at = ? WHERE saga_id = ?", (deadline, state.saga_id)
+                )
+        if len(rows) == limit:
+            return tx.now
+        row = tx.one(f"SELECT min(min(deadline, expires_at)) FROM sagas WHERE status IN {_ACTIVE}")  # noqa: S608
+        return None if row is None or row[0] is None else float(row[0])
 
-def _insert(tx: Tx, transition: Transition, timeouts: SagaTimeouts) -> None:
-    state = transition.state
-    tx.execute(
-        "INSERT INTO sagas (saga_id, status, step, state, deadline, expires_at, version,"
-        " definition_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (
-            state.saga_id, state.status, state.step, _encode(state),
-            timeouts.step_deadline(tx.now, state.attempt), tx.now + timeouts.saga_deadline,
-            1, DEFINITION_VERSION, tx.now, tx.now,
-        ),
-    )  # fmt: skip
-    _send(tx, transition)
+    async def run_timers(self, db: Database, wakeup_every: float = 1.0) -> None:
+        """Fire due timers until cancelled; new sagas are picked up within ``wakeup_every``."""
+        while True:
+            next_due = await db.transact(partial(self.fire_due))
+            wait = wakeup_every if next_due is None else next_due - db.clock()
+            await anyio.sleep(min(max(wait, 0.0), wakeup_every))
 
+    # -- the shell ---------------------------------------------------------------
 
-def save(tx: Tx, transition: Transition, *, version: int, timeouts: SagaTimeouts) -> None:
-    """Store the new state (if nobody else changed it) and its commands, and re-arm the timer."""
-    state = transition.state
-    updated = tx.execute(
-        "UPDATE sagas SET status = ?, step = ?, state = ?, deadline = ?, version = version + 1,"
-        " updated_at = ? WHERE saga_id = ? AND version = ?",
-        (
-            state.status, state.step, _encode(state),
-            timeouts.step_deadline(tx.now, state.attempt), tx.now, state.saga_id, version,
-        ),
-    ).rowcount  # fmt: skip
-    if updated != 1:
-        raise RuntimeError(f"saga {state.saga_id} changed concurrently")
-    _send(tx, transition)
+    def _advance(
+        self, tx: Tx, state: SagaState, version: int, definition: SagaDefinition, event: Input
+    ) -> None:
+        transition = decide(definition, state, event)
+        if transition is not None:
+            self._save(tx, definition, transition, version=version)
+        elif isinstance(event, DeadlineExceeded | StepTimedOut):
+            # Nothing to do now: look again at the next step deadline.
+            tx.execute(
+                "UPDATE sagas SET deadline = ?, expires_at = max(expires_at, ?) WHERE saga_id = ?",
+                (self._deadline(definition, state, tx.now), tx.now, state.saga_id),
+            )
+
+    def _deadline(self, definition: SagaDefinition, state: SagaState, now: float) -> float:
+        timeout = definition.step(state.step).timeout if state.step else None
+        return self.timeouts.step_deadline(now, state.attempt, timeout)
+
+    def _insert(self, tx: Tx, definition: SagaDefinition, transition: Transition) -> None:
+        state = transition.state
+        tx.execute(
+            "INSERT INTO sagas (saga_id, status, step, state, deadline, expires_at, version,"
+            " definition_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                state.saga_id, state.status, state.step, _encode(state),
+                self._deadline(definition, state, tx.now), tx.now + self.timeouts.saga_deadline,
+                1, definition.version, tx.now, tx.now,
+            ),
+        )  # fmt: skip
+        _send(tx, transition)
+
+    def _save(
+        self, tx: Tx, definition: SagaDefinition, transition: Transition, *, version: int
+    ) -> None:
+        """Store the new state (if nobody else changed it) and its commands; re-arm the timer."""
+        state = transition.state
+        updated = tx.execute(
+            "UPDATE sagas SET status = ?, step = ?, state = ?, deadline = ?,"
+            " version = version + 1, updated_at = ? WHERE saga_id = ? AND version = ?",
+            (
+                state.status, state.step, _encode(state),
+                self._deadline(definition, state, tx.now), tx.now, state.saga_id, version,
+            ),
+        ).rowcount  # fmt: skip
+        if updated != 1:
+            raise RuntimeError(f"saga {state.saga_id} changed concurrently")
+        _send(tx, transition)
 
 
 def _send(tx: Tx, transition: Transition) -> None:

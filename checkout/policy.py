@@ -26,11 +26,10 @@ class SagaTimeouts:
         if self.step_timeout <= 0 or self.attempts < 1 or self.saga_deadline <= 0:
             raise ValueError(f"bad saga timeouts {self}")
 
-    def step_deadline(self, now: float, attempt: int) -> float:
-        jitter = self.step_timeout / 10
-        return now + exponential_jitter(
-            attempt, base=self.step_timeout, cap=self.cap, jitter=jitter
-        )
+    def step_deadline(self, now: float, attempt: int, step_timeout: float | None = None) -> float:
+        """When attempt ``attempt`` times out; ``step_timeout`` overrides the setting for a step."""
+        base = step_timeout or self.step_timeout
+        return now + exponential_jitter(attempt, base=base, cap=self.cap, jitter=base / 10)
 
     @classmethod
     def parse(cls, spec: str | None) -> SagaTimeouts:

@@ -1,7 +1,17 @@
-"""The saga's decisions, as a pure function of its state and the reply it receives.
+"""The orchestrator's decisions: one pure function of the saga's state and what happened.
 
-No I/O and no clock: ``start`` and ``decide`` return the next state and the
-commands to send, and the orchestrator persists both in one transaction.
+No I/O and no clock. ``decide(definition, state, input)`` returns the next
+state and the commands to send; the orchestrator (``checkout.orchestrator``)
+loads the state, calls it and stores both in one transaction. The inputs are
+the participants' replies, the step timer, the saga deadline and the
+operators' retry and abort.
+
+An abort (an operator's, a deadline's, a step that keeps timing out) first
+takes the pivot's lock, so that it can never race the pivot: the pivot's
+module answers either that the saga may be undone (it will not let the pivot
+succeed from now on) or that the pivot already succeeded (the abort is moot).
+A customer's cancellation takes the same lock directly, and its answer
+reaches the saga like any reply.
 """
 
 from __future__ import annotations
@@ -11,20 +21,22 @@ from enum import StrEnum
 
 import msgspec
 
-from bus.messages import Command, Message
-from checkout.steps import STEPS, Step, step_named
-from modules import order
+from bus.messages import Command, Failure, Message
+from checkout.definition import SagaData, SagaDefinition, Step, StepKind
 
 __all__ = [
+    "Abort",
+    "DeadlineExceeded",
+    "Input",
     "Outgoing",
+    "Reply",
+    "Retry",
     "SagaState",
     "SagaStatus",
+    "StepTimedOut",
     "Transition",
-    "abort",
+    "abortable",
     "decide",
-    "on_timeout",
-    "past_no_return",
-    "resend",
     "start",
 ]
 
@@ -41,11 +53,13 @@ class SagaStatus(StrEnum):
 
 
 class SagaState(msgspec.Struct, frozen=True, kw_only=True):
-    """Where one checkout stands.
+    """Where one saga stands.
 
     ``step`` is the step whose reply is awaited: its action while RUNNING, its
     compensation while COMPENSATING. ``done`` lists the steps that succeeded;
     ``to_undo`` the compensations still to run, in the order they will run.
+    ``cancelling`` holds the reason of an abort waiting for the pivot's lock;
+    meanwhile the saga does not go forward.
     """
 
     saga_id: str
@@ -55,15 +69,62 @@ class SagaState(msgspec.Struct, frozen=True, kw_only=True):
     to_undo: tuple[str, ...] = ()
     reason: str | None = None
     attempt: int = 1
-    order: order.OrderCreated
+    cancelling: str | None = None
+    order: SagaData
+
+
+# -- inputs ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A participant's event about this saga."""
+
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class StepTimedOut:
+    """The awaited reply did not come in time. ``attempts`` is the step's limit."""
+
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineExceeded:
+    """The whole saga ran past its deadline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """An operator asks to send the awaited command again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """An operator asks to compensate now."""
+
+    reason: str
+
+
+Input = Reply | StepTimedOut | DeadlineExceeded | Retry | Abort
+
+
+# -- outputs --------------------------------------------------------------------
+
+
+class Direction(StrEnum):
+    FORWARD = "forward"
+    COMPENSATE = "compensate"
+    LOCK = "lock"
 
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """A command to send, named by step and direction so its id can be deterministic."""
+    """A command to send, named by step, direction and attempt so its id can be deterministic."""
 
     step: str
-    direction: str  # "forward" or "compensate"
+    direction: Direction
     attempt: int
     command: Command
 
@@ -74,121 +135,167 @@ class Transition:
     commands: tuple[Outgoing, ...]
 
 
-def _next_step(step: Step) -> Step | None:
-    index = STEPS.index(step) + 1
-    return STEPS[index] if index < len(STEPS) else None
+# -- the decisions ----------------------------------------------------------------
 
 
-def _run(state: SagaState, step: Step) -> Transition:
-    assert step.action is not None
-    new = msgspec.structs.replace(state, status=SagaStatus.RUNNING, step=step.name, attempt=1)
-    return Transition(new, (Outgoing(step.name, "forward", 1, step.action(state.order)),))
-
-
-def _undo_next(state: SagaState, to_undo: tuple[str, ...], reason: str) -> Transition:
-    if not to_undo:
-        done = msgspec.structs.replace(
-            state, status=SagaStatus.COMPENSATED, step="", to_undo=(), reason=reason
-        )
-        return Transition(done, ())
-    step = step_named(to_undo[0])
-    assert step.compensation is not None
-    new = msgspec.structs.replace(
-        state,
-        status=SagaStatus.COMPENSATING,
-        step=step.name,
-        to_undo=to_undo,
-        reason=reason,
-        attempt=1,
-    )
-    command = step.compensation(state.order, reason)
-    return Transition(new, (Outgoing(step.name, "compensate", 1, command),))
-
-
-def _compensations(steps: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(name for name in reversed(steps) if step_named(name).compensation is not None)
-
-
-def start(created: order.OrderCreated) -> Transition:
+def start(definition: SagaDefinition, created: SagaData) -> Transition:
     """Begin the saga for a newly created order: its first step is already done."""
     state = SagaState(
         saga_id=created.order_id,
         status=SagaStatus.RUNNING,
-        step=STEPS[0].name,
+        step=definition.first.name,
         done=(),
         order=created,
     )
-    return decide(state, created) or Transition(state, ())
+    return decide(definition, state, Reply(created)) or Transition(state, ())
 
 
-def decide(state: SagaState, reply: Message) -> Transition | None:
-    """The next state and commands after ``reply``; None if the reply changes nothing.
+def decide(definition: SagaDefinition, state: SagaState, event: Input) -> Transition | None:
+    """The next state and commands after ``event``; None if it changes nothing.
 
-    Replies that do not answer the awaited step (a late duplicate, an answer to
-    an earlier attempt) are ignored: the participants make every command
-    idempotent, so the awaited reply still comes.
+    A reply that does not answer what the saga awaits (a duplicate, an answer
+    to an earlier attempt, a reply from a step already done) changes nothing:
+    participants answer every repeated command, so the awaited reply still comes.
     """
     if state.status.terminal:
         return None
-    step = step_named(state.step)
-    reply_type = reply.TYPE
-    if state.status is SagaStatus.RUNNING:
-        if reply_type == step.succeeded:
-            state = msgspec.structs.replace(state, done=(*state.done, step.name))
-            following = _next_step(step)
-            if following is None:
-                return Transition(
-                    msgspec.structs.replace(state, status=SagaStatus.COMPLETED, step=""), ()
-                )
-            return _run(state, following)
-        if reply_type in step.failed:
-            reason = f"{step.name} failed: {getattr(reply, 'reason', '') or 'unknown'}"
-            return _undo_next(state, _compensations(state.done), reason)
-        return None
-    if reply_type == step.compensated:
-        return _undo_next(state, state.to_undo[1:], state.reason or "")
+    match event:
+        case Reply(message):
+            if state.status is SagaStatus.RUNNING:
+                return _on_reply(definition, state, message)
+            return _on_compensated(definition, state, message)
+        case StepTimedOut(attempts):
+            return _on_timeout(definition, state, attempts)
+        case DeadlineExceeded():
+            return _abort(definition, state, "saga deadline exceeded")
+        case Retry():
+            return _resend(definition, state)
+        case Abort(reason):
+            return _abort(definition, state, reason)
+
+
+def abortable(definition: SagaDefinition, state: SagaState) -> bool:
+    """Whether an abort can still undo the saga: running, and the pivot not done."""
+    return (
+        state.status is SagaStatus.RUNNING
+        and state.cancelling is None
+        and definition.pivot.name not in state.done
+    )
+
+
+def _on_reply(definition: SagaDefinition, state: SagaState, message: Message) -> Transition | None:
+    step = definition.step(state.step)
+    pivot = definition.pivot
+    type_name = message.TYPE
+    if type_name == step.succeeded.TYPE and step.name not in state.done:
+        state = msgspec.structs.replace(state, done=(*state.done, step.name))
+        if state.cancelling is not None and step is not pivot:
+            return Transition(state, ())  # the lock's answer decides what comes next
+        following = definition.after(step)
+        if following is None:
+            return Transition(_replace(state, status=SagaStatus.COMPLETED, step=""), ())
+        return _run(state, following)
+    if type_name in {f.TYPE for f in pivot.failed} and pivot.name not in state.done:
+        # The pivot's lock is taken (asked by us or by a customer): undo what
+        # was done, and the step in flight, whose undo is harmless if it never ran.
+        assert isinstance(message, Failure)
+        in_flight = (step.name,) if step.name not in state.done else ()
+        return _undo_from(definition, state, (*state.done, *in_flight), message.reason)
+    if type_name in {f.TYPE for f in step.failed} and step.name not in state.done:
+        assert isinstance(message, Failure)
+        return _undo_from(definition, state, state.done, f"{step.name} failed: {message.reason}")
     return None
 
 
-def past_no_return(state: SagaState) -> bool:
-    """Once the shipment is scheduled the saga can only go forward (the pivot)."""
-    return state.status is SagaStatus.RUNNING and step_named(state.step).compensation is None
+def _on_compensated(
+    definition: SagaDefinition, state: SagaState, message: Message
+) -> Transition | None:
+    step = definition.step(state.step)
+    if step.compensated is not None and message.TYPE == step.compensated.TYPE:
+        return _undo_next(definition, state, state.to_undo[1:], state.reason or "")
+    return None
 
 
-def abort(state: SagaState, reason: str) -> Transition | None:
-    """Compensate now, including the step in flight (its undo is safe if it never ran).
+def _on_timeout(definition: SagaDefinition, state: SagaState, attempts: int) -> Transition | None:
+    step = definition.step(state.step)
+    gives_up = (
+        state.status is SagaStatus.RUNNING
+        and state.cancelling is None
+        and step.kind is not StepKind.RETRIABLE
+        and step.name not in state.done
+        and state.attempt >= attempts
+    )
+    if gives_up:
+        return _abort(definition, state, f"{step.name} timed out after {state.attempt} attempts")
+    # Compensations, the lock and steps after the pivot must happen: again.
+    return _resend(definition, state)
 
-    None (nothing to do) once the saga has finished, is already compensating,
-    or is past its point of no return.
-    """
-    if state.status is not SagaStatus.RUNNING or past_no_return(state):
+
+def _abort(definition: SagaDefinition, state: SagaState, reason: str) -> Transition | None:
+    if not abortable(definition, state):
         return None
-    return _undo_next(state, _compensations((*state.done, state.step)), reason)
+    new = _replace(state, cancelling=reason, attempt=1)
+    return Transition(new, (_lock(definition, new),))
 
 
-def resend(state: SagaState) -> Transition | None:
-    """Send the awaited step's command again, as the next attempt (same step, new id)."""
-    if state.status.terminal:
+def _resend(definition: SagaDefinition, state: SagaState) -> Transition | None:
+    """Send the awaited command again, as the next attempt (same step, new id)."""
+    new = _replace(state, attempt=state.attempt + 1)
+    if state.status is SagaStatus.COMPENSATING:
+        return Transition(new, (_compensation(definition.step(state.step), new),))
+    if state.cancelling is not None:
+        return Transition(new, (_lock(definition, new),))
+    step = definition.step(state.step)
+    if step.name in state.done or step.action is None:
         return None
-    step = step_named(state.step)
-    new = msgspec.structs.replace(state, attempt=state.attempt + 1)
-    if state.status is SagaStatus.RUNNING:
-        assert step.action is not None
-        command = step.action(state.order)
-        return Transition(new, (Outgoing(step.name, "forward", new.attempt, command),))
+    return Transition(new, (Outgoing(step.name, Direction.FORWARD, new.attempt,
+                                     step.action.build(state.order)),))  # fmt: skip
+
+
+def _run(state: SagaState, step: Step) -> Transition:
+    assert step.action is not None
+    new = _replace(state, status=SagaStatus.RUNNING, step=step.name, attempt=1)
+    command = step.action.build(state.order)
+    return Transition(new, (Outgoing(step.name, Direction.FORWARD, 1, command),))
+
+
+def _lock(definition: SagaDefinition, state: SagaState) -> Outgoing:
+    pivot = definition.pivot
+    assert pivot.lock is not None
+    assert state.cancelling is not None
+    command = pivot.lock.build(state.order, state.cancelling)
+    return Outgoing(pivot.name, Direction.LOCK, state.attempt, command)
+
+
+def _compensation(step: Step, state: SagaState) -> Outgoing:
     assert step.compensation is not None
-    command = step.compensation(state.order, state.reason or "")
-    return Transition(new, (Outgoing(step.name, "compensate", new.attempt, command),))
+    command = step.compensation.build(state.order, state.reason or "")
+    return Outgoing(step.name, Direction.COMPENSATE, state.attempt, command)
 
 
-def on_timeout(state: SagaState, max_attempts: int) -> Transition | None:
-    """The awaited reply did not come in time.
+def _undo_from(
+    definition: SagaDefinition, state: SagaState, steps: tuple[str, ...], reason: str
+) -> Transition:
+    return _undo_next(definition, state, definition.undo_order(steps), reason)
 
-    A forward step is sent again until ``max_attempts``, then the saga
-    compensates. A compensation, or a step past the point of no return, is
-    sent again until it succeeds: those must happen eventually.
-    """
-    forward = state.status is SagaStatus.RUNNING and not past_no_return(state)
-    if forward and state.attempt >= max_attempts:
-        return abort(state, f"{state.step} timed out after {state.attempt} attempts")
-    return resend(state)
+
+def _undo_next(
+    definition: SagaDefinition, state: SagaState, to_undo: tuple[str, ...], reason: str
+) -> Transition:
+    if not to_undo:
+        done = _replace(state, status=SagaStatus.COMPENSATED, step="", to_undo=(), reason=reason)
+        return Transition(done, ())
+    new = _replace(
+        state,
+        status=SagaStatus.COMPENSATING,
+        step=to_undo[0],
+        to_undo=to_undo,
+        reason=reason,
+        attempt=1,
+        cancelling=None,
+    )
+    return Transition(new, (_compensation(definition.step(to_undo[0]), new),))
+
+
+def _replace(state: SagaState, **changes: object) -> SagaState:
+    return msgspec.structs.replace(state, **changes)

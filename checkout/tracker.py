@@ -1,40 +1,51 @@
-"""The tracker: follows every saga message, in both saga modes, and keeps each
-saga's history (the audit trail) and where it stands."""
+"""The tracker: follows every saga message, in both saga styles, and keeps each
+saga's history (the audit trail) and where it stands.
+
+Which step a message belongs to, and what status it leaves the saga in, is
+read from the definition version the saga runs under.
+"""
 
 from __future__ import annotations
 
 from bus.messages import Command, Envelope
 from bus.sqlite import Tx
-from checkout.contract import SagaAborted
+from checkout.context import decode_context
+from checkout.contract import AbortSaga, RetrySaga
+from checkout.definition import Definitions, Role, SagaDefinition
 from checkout.policy import SagaTimeouts
-from checkout.steps import STEPS
 
-__all__ = ["SagaTracker"]
+__all__ = ["SagaTracker", "labels_of"]
 
 _RANK = {"RUNNING": 0, "COMPENSATING": 1, "COMPLETED": 2, "COMPENSATED": 2}
-_COMPLETED = "order.OrderCompleted"
-_CANCELLED = "order.OrderCancelled"
-_FAILED = frozenset(name for step in STEPS for name in step.failed) | {SagaAborted.TYPE}
+_OPERATOR = frozenset({RetrySaga.TYPE, AbortSaga.TYPE})
 
 
-def _step_of_types() -> dict[str, str]:
-    """The step a saga is at after each message type: the awaited one."""
-    steps: dict[str, str] = {SagaAborted.TYPE: "abort"}
-    for index, step in enumerate(STEPS):
-        after_success = STEPS[index + 1].name if index + 1 < len(STEPS) else step.name
-        steps.setdefault(step.succeeded, after_success)
-        for name in (step.command, *step.failed, step.undo, step.compensated):
-            if name is not None:
-                steps.setdefault(name, step.name)
-    return steps
+def labels_of(definition: SagaDefinition) -> dict[str, tuple[str, str, Role]]:
+    """message type -> (the step the saga is at after it, its status then, the type's role)."""
+    labels: dict[str, tuple[str, str, Role]] = {}
+    for step in definition.steps:
+        for message, role in step.messages():
+            following = definition.after(step)
+            if role is Role.SUCCEEDED and following is not None:
+                labels[message.TYPE] = (following.name, "RUNNING", role)
+            elif role is Role.SUCCEEDED:
+                labels[message.TYPE] = (step.name, "COMPLETED", role)
+            elif role is Role.ACTION:
+                labels[message.TYPE] = (step.name, "RUNNING", role)
+            elif role is Role.COMPENSATED and step is definition.first:
+                labels[message.TYPE] = (step.name, "COMPENSATED", role)
+            else:
+                labels[message.TYPE] = (step.name, "COMPENSATING", role)
+    return labels
 
 
 class SagaTracker:
     """Records saga messages into checkout's database (idempotent by message id)."""
 
-    def __init__(self, timeouts: SagaTimeouts | None = None) -> None:
+    def __init__(self, definitions: Definitions, timeouts: SagaTimeouts | None = None) -> None:
+        self.definitions = definitions
         self.timeouts = timeouts or SagaTimeouts()
-        self._step_of = _step_of_types()
+        self.labels = {d.version: labels_of(d) for d in definitions.all}
 
     def record(self, tx: Tx, envelope: Envelope) -> None:
         cls = type(envelope.message)
@@ -52,24 +63,35 @@ class SagaTracker:
                 envelope.causation_id, envelope.occurred_at, envelope.payload, envelope.context,
             ),
         ).rowcount  # fmt: skip
-        if inserted and envelope.type not in ("checkout.RetrySaga", "checkout.AbortSaga"):
-            self._advance(tx, envelope, command)
+        if inserted and envelope.type not in _OPERATOR:
+            self._advance(tx, envelope)
 
-    def _advance(self, tx: Tx, envelope: Envelope, command: bool) -> None:
-        status = self._status_after(envelope)
-        step = self._step_of.get(envelope.type, "")
+    def _advance(self, tx: Tx, envelope: Envelope) -> None:
+        saga_id = envelope.correlation_id
+        row = tx.one(
+            "SELECT status, definition_version FROM tracked_sagas WHERE saga_id = ?", (saga_id,)
+        )
+        if envelope.context is not None:
+            version = decode_context(envelope.context)[0]
+        elif row is not None and row[1] is not None:
+            version = int(row[1])
+        else:
+            version = self.definitions.current.version
+        labels = self.labels.get(version, {})
+        step, status, role = labels.get(envelope.type, ("", "RUNNING", Role.ACTION))
         terminal = _RANK[status] == 2
         deadline = None if terminal else self.timeouts.step_deadline(tx.now, 1)
-        event_id = None if command else envelope.message_id
-        row = tx.one(
-            "SELECT status FROM tracked_sagas WHERE saga_id = ?", (envelope.correlation_id,)
-        )
+        # The message that drives the saga's next move: the watchdog sends it
+        # again when the saga does not move (an event, or the pivot's lock).
+        drives = role is Role.LOCK or not issubclass(type(envelope.message), Command)
+        event_id = envelope.message_id if drives else None
         if row is None:
             tx.execute(
                 "INSERT INTO tracked_sagas (saga_id, status, step, last_type, last_event_id,"
-                " attempt, deadline, started_at, updated_at) VALUES (?,?,?,?,?,1,?,?,?)",
+                " attempt, deadline, definition_version, started_at, updated_at)"
+                " VALUES (?,?,?,?,?,1,?,?,?,?)",
                 (
-                    envelope.correlation_id, status, step, envelope.type, event_id, deadline,
+                    saga_id, status, step, envelope.type, event_id, deadline, version,
                     envelope.occurred_at, tx.now,
                 ),
             )  # fmt: skip
@@ -84,17 +106,9 @@ class SagaTracker:
                 f" attempt = CASE WHEN {moved} THEN 1 ELSE attempt END,"
                 f" deadline = CASE WHEN {moved} OR ? IS NULL THEN ? ELSE deadline END,"
                 " status = ?, step = ?, last_type = ?, last_event_id = coalesce(?, last_event_id),"
-                " updated_at = ? WHERE saga_id = ?",
+                " definition_version = ?, updated_at = ? WHERE saga_id = ?",
                 (
                     status, step, status, step, deadline, deadline, status, step, envelope.type,
-                    event_id, tx.now, envelope.correlation_id,
+                    event_id, version, tx.now, saga_id,
                 ),
             )  # fmt: skip
-
-    def _status_after(self, envelope: Envelope) -> str:
-        if envelope.type == _COMPLETED:
-            return "COMPLETED"
-        if envelope.type == _CANCELLED:
-            return "COMPENSATED"
-        compensating = type(envelope.message).COMPENSATION or envelope.type in _FAILED
-        return "COMPENSATING" if compensating else "RUNNING"

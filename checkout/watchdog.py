@@ -1,13 +1,13 @@
 """Choreography's answer to timeouts and operators, without a coordinator.
 
 Nobody owns a choreographed saga, so the tracker's view of it is what times
-out: when a saga has not moved within its step timeout, the watchdog publishes
-the event that should have moved it once more (a copy with a new id; every
-reaction is idempotent per order); after the step's attempts, or past the saga
-deadline, it publishes ``SagaAborted``, and each module undoes its step in
-turn, last first. Operators' retry and abort do the same on demand. The
-deadlines live in ``tracked_sagas``, so they survive a restart, and firing one
-is a transaction, so it fires once.
+out: when a saga has not moved within its step's timeout, the watchdog
+publishes the message that should have moved it once more (a copy with a new
+id; every reaction is idempotent per order). After the step's attempts, or
+past the saga deadline, it aborts: it sends the pivot's lock command, whose
+answer starts the undo chain (or says the pivot already won). Operators' retry
+and abort do the same on demand. The deadlines live in ``tracked_sagas``, so
+they survive a restart, and firing one is a transaction, so it fires once.
 """
 
 from __future__ import annotations
@@ -18,35 +18,53 @@ import anyio
 
 from bus.messages import Message, MessageRegistry
 from bus.sqlite import Database, Tx
-from checkout.contract import AbortSaga, RetrySaga, SagaAborted
+from checkout.context import decode_context
+from checkout.contract import AbortSaga, RetrySaga
+from checkout.definition import Definitions, SagaDefinition, StepKind
 from checkout.policy import SagaTimeouts
 
 __all__ = ["Watchdog"]
 
 _ACTIVE = "('RUNNING', 'COMPENSATING')"
-_PIVOT = "complete"  # past the scheduled shipment, a saga only goes forward
 
 
 class Watchdog:
     """Step timeouts, the saga deadline and operator actions for choreographed sagas."""
 
-    def __init__(self, registry: MessageRegistry, timeouts: SagaTimeouts) -> None:
+    def __init__(
+        self, registry: MessageRegistry, definitions: Definitions, timeouts: SagaTimeouts
+    ) -> None:
         self.registry = registry
+        self.definitions = definitions
         self.timeouts = timeouts
+
+    def _definition(self, version: int | None) -> SagaDefinition:
+        return self.definitions.version(version or self.definitions.current.version)
+
+    def _abortable(self, definition: SagaDefinition, status: str, step: str) -> bool:
+        """Running, and not past the pivot (at the pivot, its lock decides)."""
+        return (
+            status == "RUNNING"
+            and step in {s.name for s in definition.steps}
+            and definition.step(step).kind is not StepKind.RETRIABLE
+        )
 
     # -- operator commands, handled in checkout's subscription ----------------
 
     def on_command(self, tx: Tx, command: Message) -> None:
         row = tx.one(
-            "SELECT status, step, attempt FROM tracked_sagas WHERE saga_id = ?", (command.key,)
+            "SELECT status, step, attempt, definition_version FROM tracked_sagas WHERE saga_id = ?",
+            (command.key,),
         )
         if row is None or row[0] not in ("RUNNING", "COMPENSATING"):
             return
-        status, step, attempt = row
+        status, step, attempt, version = row
         if isinstance(command, RetrySaga):
             self._nudge(tx, command.key, attempt)
-        elif isinstance(command, AbortSaga) and status == "RUNNING" and step != _PIVOT:
-            self._abort(tx, command.key, command.reason)
+        elif isinstance(command, AbortSaga) and self._abortable(
+            self._definition(version), status, step
+        ):
+            self._abort(tx, command.key, self._definition(version), command.reason)
 
     # -- timers ----------------------------------------------------------------
 
@@ -54,17 +72,22 @@ class Watchdog:
         """Nudge or abort every saga whose timer is due; return the next due time."""
         expired_before = tx.now - self.timeouts.saga_deadline
         rows = tx.execute(
-            "SELECT saga_id, status, step, attempt, deadline, started_at FROM tracked_sagas"  # noqa: S608
-            f" WHERE status IN {_ACTIVE} AND (deadline <= ? OR (status = 'RUNNING'"
-            " AND step != ? AND started_at <= ?)) ORDER BY deadline LIMIT ?",
-            (tx.now, _PIVOT, expired_before, limit),
+            "SELECT saga_id, status, step, attempt, started_at, definition_version"  # noqa: S608
+            f" FROM tracked_sagas WHERE status IN {_ACTIVE} AND (deadline <= ?"
+            " OR (status = 'RUNNING' AND started_at <= ?)) ORDER BY deadline LIMIT ?",
+            (tx.now, expired_before, limit),
         ).fetchall()
-        for saga_id, status, step, attempt, _, started_at in rows:
-            abortable = status == "RUNNING" and step != _PIVOT
+        for saga_id, status, step, attempt, started_at, version in rows:
+            definition = self._definition(version)
+            abortable = self._abortable(definition, status, step)
+            attempts = (
+                definition.step(step).attempts if step in {s.name for s in definition.steps}
+                else None
+            ) or self.timeouts.attempts  # fmt: skip
             if abortable and started_at <= expired_before:
-                self._abort(tx, saga_id, "saga deadline exceeded")
-            elif abortable and attempt >= self.timeouts.attempts:
-                self._abort(tx, saga_id, f"{step} timed out after {attempt} attempts")
+                self._abort(tx, saga_id, definition, "saga deadline exceeded")
+            elif abortable and attempt >= attempts:
+                self._abort(tx, saga_id, definition, f"{step} timed out after {attempt} attempts")
             else:
                 self._nudge(tx, saga_id, attempt)
         if len(rows) == limit:
@@ -81,7 +104,7 @@ class Watchdog:
     # -- the two moves -----------------------------------------------------------
 
     def _nudge(self, tx: Tx, saga_id: str, attempt: int) -> None:
-        """Publish the saga's last event again, as a new message."""
+        """Publish the message that drives the saga's next move again, as a new message."""
         row = tx.one(
             "SELECT t.type, t.version, t.payload, t.context FROM tracked_sagas s"
             " JOIN timeline t ON t.message_id = s.last_event_id WHERE s.saga_id = ?",
@@ -92,17 +115,17 @@ class Watchdog:
             tx.emit(self.registry.decode(type_name, version, payload), context=context)
         self._rearm(tx, saga_id, attempt + 1, None)
 
-    def _abort(self, tx: Tx, saga_id: str, reason: str) -> None:
+    def _abort(self, tx: Tx, saga_id: str, definition: SagaDefinition, reason: str) -> None:
+        """Take the pivot's lock: its answer undoes the saga, or says the pivot won."""
         row = tx.one(
-            "SELECT payload, context FROM timeline WHERE saga_id = ?"
-            " AND (context IS NOT NULL OR type = 'order.OrderCreated')"
-            " ORDER BY context IS NULL LIMIT 1",
+            "SELECT context FROM timeline WHERE saga_id = ? AND context IS NOT NULL LIMIT 1",
             (saga_id,),
         )
-        if row is None:
+        lock = definition.pivot.lock
+        if row is None or lock is None:
             return
-        context = row[1] or row[0]  # the order as created: the saga's context
-        tx.emit(SagaAborted(order_id=saga_id, reason=reason), context=context)
+        context = bytes(row[0])
+        tx.emit(lock.build(decode_context(context)[1], reason), context=context)
         self._rearm(tx, saga_id, 1, "COMPENSATING")
 
     def _rearm(self, tx: Tx, saga_id: str, attempt: int, status: str | None) -> None:

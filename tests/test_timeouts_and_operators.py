@@ -163,14 +163,17 @@ async def test_an_operator_retry_sends_the_stuck_step_again(data_dir, saga_mode)
     assert _audit(data_dir) == []
 
 
-async def test_an_abort_that_meets_a_scheduled_shipment_lets_the_order_complete(data_dir):
-    """Choreography: the abort is decided from the tracker's view, which can lag; once the
-    shipment is scheduled (the point of no return) shipping refuses to undo it."""
+async def test_an_abort_racing_the_shipment_undoes_it_because_the_orders_lock_decides(
+    data_dir, saga_mode
+):
+    """The abort takes the pivot's lock (the order's row) before anything is undone: with the
+    lock taken the order can no longer complete, so a shipment scheduled meanwhile is
+    cancelled too, never kept for an order that ends cancelled."""
     settings = Settings(
         data_dir=data_dir,
-        saga="choreography",
+        saga=saga_mode,
         timeouts="step=60",
-        chaos="inventory.StockReserved:delay=1;checkout.SagaAborted:delay=1;delay_s=0.5",
+        chaos="inventory.StockReserved:delay=1;delay_s=0.5",
     )
     async with AsyncTestClient(app=create_app(settings)) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
@@ -181,6 +184,9 @@ async def test_an_abort_that_meets_a_scheduled_shipment_lets_the_order_complete(
         order = await final_order(client, order_id)
         await wait_for(lambda: quiescent(data_dir))
 
-    assert order["status"] == "COMPLETED"
-    assert query(data_dir, "shipping", "SELECT status FROM shipments") == [("SCHEDULED",)]
+    assert order["status"] == "CANCELLED"
+    assert order["reason"] == "aborted by operator"
+    assert (
+        query(data_dir, "shipping", "SELECT status FROM shipments WHERE status = 'SCHEDULED'") == []
+    )
     assert _audit(data_dir) == []

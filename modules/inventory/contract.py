@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from bus.messages import Command, Event, Message
+from bus.messages import Command, Compensated, Event, Failure, Message
 
 __all__ = [
     "MESSAGES",
@@ -43,7 +43,7 @@ class StockReserved(Event, frozen=True, kw_only=True):
     lines: tuple[StockLine, ...]
 
 
-class StockFailed(Event, frozen=True, kw_only=True):
+class StockFailed(Failure, frozen=True, kw_only=True):
     """Emitted when an order could not be held; nothing was reserved.
 
     ``reason`` is ``insufficient_stock`` (``sku`` names the short line),
@@ -52,7 +52,6 @@ class StockFailed(Event, frozen=True, kw_only=True):
 
     TYPE = "inventory.StockFailed"
     order_id: str
-    reason: str
     sku: str | None = None
 
 
@@ -65,17 +64,15 @@ class ReleaseStock(Command, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-class StockReleased(Event, frozen=True, kw_only=True):
+class StockReleased(Compensated, frozen=True, kw_only=True):
     """Emitted once per released order, with the lines put back (empty if none were held).
 
     ``reason`` repeats the release request's reason.
     """
 
     TYPE = "inventory.StockReleased"
-    COMPENSATION = True
     order_id: str
     lines: tuple[StockLine, ...]
-    reason: str | None = None
 
 
 class ProductUpdated(Event, frozen=True, kw_only=True):

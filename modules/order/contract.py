@@ -6,11 +6,12 @@ from typing import Annotated
 
 import msgspec
 
-from bus.messages import Command, Event, Message
+from bus.messages import Command, Event, Failure, Message
 
 __all__ = [
     "MESSAGES",
     "CancelOrder",
+    "CancellationRequested",
     "CompleteOrder",
     "OrderAddress",
     "OrderCancelled",
@@ -19,6 +20,7 @@ __all__ = [
     "OrderLine",
     "RecordCustomer",
     "RecordProduct",
+    "RequestCancellation",
 ]
 
 Cents = Annotated[int, msgspec.Meta(ge=0)]
@@ -58,7 +60,11 @@ class OrderCreated(Event, frozen=True, kw_only=True):
 
 
 class CompleteOrder(Command, frozen=True, kw_only=True):
-    """Asks the order module to mark a PENDING order COMPLETED (the saga's last step)."""
+    """Asks the order module to mark a PENDING order COMPLETED: the saga's point of no return.
+
+    Answered by ``OrderCompleted``, or by ``CancellationRequested`` when a
+    cancellation got to the order first (the order's row is the lock both take).
+    """
 
     TYPE = "order.CompleteOrder"
     order_id: str
@@ -71,8 +77,36 @@ class OrderCompleted(Event, frozen=True, kw_only=True):
     order_id: str
 
 
+class RequestCancellation(Command, frozen=True, kw_only=True):
+    """Asks the order module to stop the order from completing, so that it can be undone.
+
+    Answered by ``CancellationRequested`` (the order will not complete; undo
+    what was done) or by ``OrderCompleted`` (too late: it already completed).
+    """
+
+    TYPE = "order.RequestCancellation"
+    COMPENSATION = True
+    order_id: str
+    reason: str
+
+
+class CancellationRequested(Failure, frozen=True, kw_only=True):
+    """Emitted when an order can no longer complete: a cancellation was accepted first.
+
+    Emitted once when a customer, an operator or a timeout asks, and again for
+    each later request or completion attempt. ``reason`` is why it was asked.
+    """
+
+    TYPE = "order.CancellationRequested"
+    COMPENSATION = True
+    order_id: str
+
+
 class CancelOrder(Command, frozen=True, kw_only=True):
-    """Asks the order module to cancel an order, recording why; cancelling twice is a no-op."""
+    """Asks the order module to cancel an order, recording why; cancelling twice is a no-op.
+
+    The recorded reason is the cancellation request's, if one was accepted.
+    """
 
     TYPE = "order.CancelOrder"
     COMPENSATION = True
@@ -112,6 +146,8 @@ MESSAGES: tuple[type[Message], ...] = (
     OrderCreated,
     CompleteOrder,
     OrderCompleted,
+    RequestCancellation,
+    CancellationRequested,
     CancelOrder,
     OrderCancelled,
     RecordProduct,

@@ -21,6 +21,9 @@ class OrderRow(OrderBase, table=True):
     customer_id: str
     status: str
     reason: str | None = None
+    # Set when a cancellation was accepted: from then on the order cannot
+    # complete (the semantic lock the saga's pivot and a cancel both take).
+    cancel_reason: str | None = None
     total_cents: int
     shipping_address: str
     idempotency_key: str | None = Field(default=None, unique=True)

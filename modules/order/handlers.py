@@ -6,6 +6,7 @@ import msgspec
 
 from bus.sqlite import Tx
 from modules.order.contract import (
+    CancellationRequested,
     CancelOrder,
     CompleteOrder,
     OrderAddress,
@@ -15,6 +16,7 @@ from modules.order.contract import (
     OrderLine,
     RecordCustomer,
     RecordProduct,
+    RequestCancellation,
 )
 from modules.order.domain import (
     IdempotencyConflictError,
@@ -25,7 +27,15 @@ from modules.order.domain import (
     price_lines,
 )
 
-__all__ = ["cancel_order", "complete_order", "place_order", "record_customer", "record_product"]
+__all__ = [
+    "cancel_order",
+    "complete_order",
+    "place_order",
+    "record_customer",
+    "record_product",
+    "request_cancellation",
+    "take_lock",
+]
 
 
 def place_order(tx: Tx, order: NewOrder) -> tuple[str, OrderStatus]:
@@ -87,42 +97,75 @@ def place_order(tx: Tx, order: NewOrder) -> tuple[str, OrderStatus]:
     return order.order_id, OrderStatus.PENDING
 
 
-def _status(tx: Tx, order_id: str) -> tuple[OrderStatus, str | None]:
-    row = tx.one("SELECT status, reason FROM orders WHERE order_id = ?", (order_id,))
+def _status(tx: Tx, order_id: str) -> tuple[OrderStatus, str | None, str | None]:
+    row = tx.one("SELECT status, reason, cancel_reason FROM orders WHERE order_id = ?", (order_id,))
     if row is None:
         raise OrderNotFoundError(order_id)
-    return OrderStatus(row[0]), row[1]
+    return OrderStatus(row[0]), row[1], row[2]
 
 
-def _reply_with_state(tx: Tx, order_id: str, status: OrderStatus, reason: str | None) -> None:
+def _cannot_complete(tx: Tx, order_id: str, reason: str) -> None:
+    tx.emit(CancellationRequested(order_id=order_id, reason=reason))
+
+
+def complete_order(tx: Tx, command: CompleteOrder) -> None:
+    """Complete the order unless a cancellation was accepted first (then say so)."""
+    order_id = command.order_id
+    status, reason, cancel_reason = _status(tx, order_id)
+    if status is OrderStatus.PENDING and cancel_reason is None:
+        tx.execute(
+            "UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ?",
+            (OrderStatus.COMPLETED, tx.now, order_id),
+        )
+        status = OrderStatus.COMPLETED
+    if status is OrderStatus.COMPLETED:
+        tx.emit(OrderCompleted(order_id=order_id))
+    else:
+        _cannot_complete(tx, order_id, cancel_reason or reason or "cancelled")
+
+
+def request_cancellation(tx: Tx, command: RequestCancellation) -> None:
+    """Take the order's lock against completing, once; answer with what is true now."""
+    take_lock(tx, command.order_id, command.reason)
+
+
+def take_lock(tx: Tx, order_id: str, reason: str) -> OrderStatus:
+    """Stop the order from completing, unless it already did; return its status before.
+
+    The order's row is the semantic lock that the saga's pivot (``complete_order``)
+    takes too: whichever commits first wins, and the other learns it here.
+    """
+    status, old_reason, cancel_reason = _status(tx, order_id)
+    if status is OrderStatus.COMPLETED:
+        tx.emit(OrderCompleted(order_id=order_id))
+        return status
+    if status is OrderStatus.PENDING and cancel_reason is None:
+        tx.execute(
+            "UPDATE orders SET cancel_reason = ?, updated_at = ? WHERE order_id = ?",
+            (reason, tx.now, order_id),
+        )
+        cancel_reason = reason
+    _cannot_complete(tx, order_id, cancel_reason or old_reason or reason)
+    return status
+
+
+def cancel_order(tx: Tx, command: CancelOrder) -> None:
+    """Cancel the order, with the accepted cancellation's reason if there was one."""
+    order_id = command.order_id
+    status, reason, cancel_reason = _status(tx, order_id)
+    if status is OrderStatus.PENDING:
+        reason = cancel_reason or command.reason
+        tx.execute(
+            "UPDATE orders SET status = ?, reason = ?, updated_at = ? WHERE order_id = ?",
+            (OrderStatus.CANCELLED, reason, tx.now, order_id),
+        )
+        status = OrderStatus.CANCELLED
     # A repeated request gets the answer that is true now, so that a saga
     # waiting on it can always move on.
     if status is OrderStatus.COMPLETED:
         tx.emit(OrderCompleted(order_id=order_id))
-    elif status is OrderStatus.CANCELLED:
+    else:
         tx.emit(OrderCancelled(order_id=order_id, reason=reason or ""))
-
-
-def complete_order(tx: Tx, command: CompleteOrder) -> None:
-    status, reason = _status(tx, command.order_id)
-    if status is OrderStatus.PENDING:
-        tx.execute(
-            "UPDATE orders SET status = ?, updated_at = ? WHERE order_id = ?",
-            (OrderStatus.COMPLETED, tx.now, command.order_id),
-        )
-        status = OrderStatus.COMPLETED
-    _reply_with_state(tx, command.order_id, status, reason)
-
-
-def cancel_order(tx: Tx, command: CancelOrder) -> None:
-    status, reason = _status(tx, command.order_id)
-    if status is OrderStatus.PENDING:
-        tx.execute(
-            "UPDATE orders SET status = ?, reason = ?, updated_at = ? WHERE order_id = ?",
-            (OrderStatus.CANCELLED, command.reason, tx.now, command.order_id),
-        )
-        status, reason = OrderStatus.CANCELLED, command.reason
-    _reply_with_state(tx, command.order_id, status, reason)
 
 
 def record_product(tx: Tx, command: RecordProduct) -> None:

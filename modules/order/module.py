@@ -11,7 +11,13 @@ from bus.sqlite import Database
 from modules.order import contract
 from modules.order.api import TerminalWaiters, order_routes
 from modules.order.db import OrderBase
-from modules.order.handlers import cancel_order, complete_order, record_customer, record_product
+from modules.order.handlers import (
+    cancel_order,
+    complete_order,
+    record_customer,
+    record_product,
+    request_cancellation,
+)
 
 __all__ = ["build"]
 
@@ -31,6 +37,7 @@ def build(
     commands: dict[str, Route] = {
         contract.CompleteOrder.TYPE: complete_order,
         contract.CancelOrder.TYPE: cancel_order,
+        contract.RequestCancellation.TYPE: request_cancellation,
         contract.RecordProduct.TYPE: record_product,
         contract.RecordCustomer.TYPE: record_customer,
     }

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from bus.messages import Command, Event, Message
+from bus.messages import Command, Compensated, Event, Failure, Message
 
 __all__ = [
     "MESSAGES",
@@ -39,7 +39,7 @@ class PaymentCompleted(Event, frozen=True, kw_only=True):
     amount_cents: Cents
 
 
-class PaymentFailed(Event, frozen=True, kw_only=True):
+class PaymentFailed(Failure, frozen=True, kw_only=True):
     """Emitted when an order could not be charged; nothing was taken.
 
     ``reason`` is ``insufficient_funds``, ``unknown_customer``,
@@ -51,7 +51,6 @@ class PaymentFailed(Event, frozen=True, kw_only=True):
     order_id: str
     customer_id: str
     amount_cents: Cents
-    reason: str
 
 
 class RefundPayment(Command, frozen=True, kw_only=True):
@@ -63,18 +62,16 @@ class RefundPayment(Command, frozen=True, kw_only=True):
     reason: str | None = None
 
 
-class PaymentRefunded(Event, frozen=True, kw_only=True):
+class PaymentRefunded(Compensated, frozen=True, kw_only=True):
     """Emitted once per refunded order; ``amount_cents`` is 0 when nothing had been charged.
 
     ``reason`` repeats the refund request's reason.
     """
 
     TYPE = "payment.PaymentRefunded"
-    COMPENSATION = True
     order_id: str
     customer_id: str | None
     amount_cents: Cents
-    reason: str | None = None
 
 
 class CustomerUpdated(Event, frozen=True, kw_only=True):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from bus.messages import Command, Event, Message
+from bus.messages import Command, Compensated, Event, Failure, Message
 
 __all__ = [
     "MESSAGES",
@@ -55,7 +55,7 @@ class ShipmentScheduled(Event, frozen=True, kw_only=True):
     country: str
 
 
-class ShipmentFailed(Event, frozen=True, kw_only=True):
+class ShipmentFailed(Failure, frozen=True, kw_only=True):
     """Emitted when no shipment can be scheduled.
 
     ``reason`` is ``country_not_served``, ``already_cancelled`` or ``injected_fault``.
@@ -63,35 +63,29 @@ class ShipmentFailed(Event, frozen=True, kw_only=True):
 
     TYPE = "shipping.ShipmentFailed"
     order_id: str
-    reason: str
 
 
 class CancelShipment(Command, frozen=True, kw_only=True):
     """Asks shipping to cancel an order's shipment (nothing, if none was scheduled).
 
-    With ``keep_if_scheduled`` a shipment already scheduled is kept and
-    ``ShipmentScheduled`` is sent again instead: in choreography the scheduled
-    shipment is the point of no return (the order completes on it), so an
-    abort that arrives after it must not undo it.
+    A shipment can be cancelled until the order is confirmed (the saga's pivot,
+    in the order module), so the saga never asks after that.
     """
 
     TYPE = "shipping.CancelShipment"
     COMPENSATION = True
     order_id: str
     reason: str | None = None
-    keep_if_scheduled: bool = False
 
 
-class ShipmentCancelled(Event, frozen=True, kw_only=True):
+class ShipmentCancelled(Compensated, frozen=True, kw_only=True):
     """Emitted once when an order's shipment is cancelled (or found never scheduled).
 
     ``reason`` repeats the cancellation request's reason.
     """
 
     TYPE = "shipping.ShipmentCancelled"
-    COMPENSATION = True
     order_id: str
-    reason: str | None = None
 
 
 MESSAGES: tuple[type[Message], ...] = (

@@ -70,9 +70,6 @@ def cancel_shipment(tx: Tx, command: CancelShipment) -> None:
     row = tx.one(
         "SELECT status, shipment_id, country FROM shipments WHERE order_id = ?", (order_id,)
     )
-    if row is not None and command.keep_if_scheduled and row[0] == ShipmentStatus.SCHEDULED:
-        tx.emit(ShipmentScheduled(order_id=order_id, shipment_id=row[1], country=row[2]))
-        return
     if row is None:
         tx.execute(
             "INSERT INTO shipments (order_id, status, created_at, updated_at) VALUES (?,?,?,?)",
