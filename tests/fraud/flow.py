@@ -8,7 +8,7 @@ from main import Flow, Participant
 from tests.fraud import contract as fraud
 from tests.fraud import module
 
-__all__ = ["CHECKOUT_V2", "FLOW", "FRAUD"]
+__all__ = ["CHECKOUT_V2", "FLOW", "FRAUD", "V2_ONLY"]
 
 FRAUD = Step(
     name="fraud",
@@ -37,3 +37,6 @@ FLOW = Flow(
     Definitions(current=CHECKOUT_V2, older=(CHECKOUT,)),
     participants=(Participant("fraud", fraud.MESSAGES, module.build),),
 )
+
+V2_ONLY = Flow(Definitions(current=CHECKOUT_V2), participants=FLOW.participants)
+"""v2 without v1: refused while v1 sagas are in flight."""
