@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, fields
@@ -38,6 +39,7 @@ from checkout import contract as checkout_contract
 from checkout import module as checkout_module
 from checkout.choreography import Choreography
 from checkout.definition import DefinitionError, Definitions, StepKind
+from checkout.diagrams import STYLES, render
 from checkout.flow import DEFINITIONS
 from checkout.modes import check_versions, claim_mode
 from checkout.operations import dead_letter_routes, saga_action_routes
@@ -423,7 +425,29 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     return Settings(**vars(parser.parse_args(argv)))
 
 
+def diagram(argv: list[str]) -> str:
+    """``main.py diagram``: the saga's Mermaid diagrams, generated from its definition."""
+    parser = argparse.ArgumentParser(
+        prog="main.py diagram",
+        description="Print Mermaid sequence diagrams of the saga: its success path and each"
+        " compensation path, generated from the saga definition.",
+    )
+    parser.add_argument("--saga", choices=STYLES, help="one saga style (default: both)")
+    parser.add_argument("--version", type=int, help="a definition version (default: the current)")
+    parser.add_argument("--flow", default="", help=argparse.SUPPRESS, type=_checked(load_flow))
+    args = parser.parse_args(argv)
+    definitions = load_flow(args.flow).definitions
+    definition = definitions.get(args.version or definitions.current.version)
+    if definition is None:
+        parser.error(f"no definition v{args.version}; this build has {definitions.versions}")
+    return render(definition, (args.saga,) if args.saga else STYLES)
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["diagram"]:
+        print(diagram(argv[1:]), end="")  # noqa: T201 - the command's output
+        return
     settings = parse_args(argv)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
