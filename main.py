@@ -34,7 +34,7 @@ from bus.messages import Message, MessageRegistry
 from bus.module import ModuleHandle
 from bus.ports import Transport
 from bus.relay import OutboxRelay
-from bus.retry import RetryPolicy
+from bus.retry import RetryPolicy, backoff
 from checkout import contract as checkout_contract
 from checkout import module as checkout_module
 from checkout.choreography import Choreography
@@ -241,7 +241,7 @@ class System:
                 failures += 1
                 self.health[name] = f"restarting after: {exc!r}"
                 log.exception("%s failed (%d times); restarting", name, failures)
-                await anyio.sleep(min(0.25 * 2**failures, 10.0))
+                await anyio.sleep(backoff(failures, base=0.25, cap=10.0))
 
 
 MODULES = ("order", "payment", "inventory", "shipping", "checkout")

@@ -33,6 +33,7 @@ from aiokafka.structs import ConsumerRecord
 
 from bus.messages import Command, Envelope, MessageRegistry
 from bus.ports import BatchHandler, DeliveredCallback
+from bus.retry import backoff
 
 __all__ = ["KafkaSettings", "KafkaTransport"]
 
@@ -159,7 +160,7 @@ class KafkaTransport:
                 # them already, and consumers drop those duplicates.
                 failures += 1
                 log.warning("kafka publish failed (%r); retrying (attempt %d)", exc, failures)
-                await anyio.sleep(min(0.1 * 2**failures, 5.0))
+                await anyio.sleep(backoff(failures, base=0.1, cap=5.0))
                 continue
             failures = 0
             del self._outgoing[: len(batch)]
@@ -210,7 +211,7 @@ class KafkaTransport:
                 # failing): nothing is committed; try the same batch again.
                 failures += 1
                 log.exception("subscription %s failed on a batch (attempt %d)", sub.name, failures)
-                await anyio.sleep(min(0.05 * 2**failures, 5.0))
+                await anyio.sleep(backoff(failures, base=0.05, cap=5.0))
 
     def _envelope(
         self, record: ConsumerRecord[bytes, bytes], sub: _Subscription

@@ -8,7 +8,6 @@ loses only queue contents that the relay publishes again at start-up.
 from __future__ import annotations
 
 import logging
-import math
 from collections import deque
 from collections.abc import Collection, Sequence
 
@@ -16,6 +15,7 @@ import anyio
 
 from bus.messages import Command, Envelope, MessageRegistry
 from bus.ports import BatchHandler, DeliveredCallback
+from bus.retry import backoff
 
 __all__ = ["DuplicateHandlerError", "InMemoryTransport"]
 
@@ -126,7 +126,7 @@ class InMemoryTransport:
                 # failing): keep it at the head of the queue and try again later.
                 failures += 1
                 log.exception("subscription %s failed on a batch (attempt %d)", sub.name, failures)
-                await anyio.sleep(min(self._retry_delay * math.pow(2, failures), 5.0))
+                await anyio.sleep(backoff(failures, base=self._retry_delay, cap=5.0))
                 continue
             failures = 0
             for _ in range(count):

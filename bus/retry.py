@@ -9,7 +9,7 @@ from tenacity import wait_exponential_jitter
 
 from bus.errors import TransientError
 
-__all__ = ["RetryPolicy", "exponential_jitter"]
+__all__ = ["RetryPolicy", "backoff", "exponential_jitter"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,11 @@ def exponential_jitter(attempt: int, *, base: float, cap: float, jitter: float) 
     """``base * 2**(attempt-1)``, at most ``cap``, plus up to ``jitter`` (tenacity's formula)."""
     wait = wait_exponential_jitter(multiplier=base, max=cap, jitter=jitter)
     return float(wait(_Attempt(attempt)))  # type: ignore[arg-type]  # a duck-typed retry state
+
+
+def backoff(failures: int, *, base: float, cap: float) -> float:
+    """Seconds to wait after ``failures`` failures in a row: every retry loop's backoff."""
+    return exponential_jitter(failures, base=base, cap=cap, jitter=base)
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return exponential_jitter(attempt, base=self.base, cap=self.cap, jitter=self.base)
+        return backoff(attempt, base=self.base, cap=self.cap)
 
     @classmethod
     def parse(cls, spec: str | None) -> RetryPolicy:

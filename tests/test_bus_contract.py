@@ -78,6 +78,8 @@ class Node:
     db: Database
     relay: OutboxRelay
     consumers: dict[str, Consumer]
+    taken: list[str]  # message ids handed to a handler
+    handled: list[str]  # message ids a handler returned from
 
 
 def _record(name: str, tx: Tx, message: Charge | Charged) -> None:
@@ -97,20 +99,24 @@ async def node(
     async with Database(path, "ledger", _metadata()) as db, anyio.create_task_group() as tg:
         relay = OutboxRelay(db, transport, REGISTRY)
         consumers = {}
+        taken: list[str] = []
+        handled: list[str] = []
         for name, types in subscriptions.items():
             consumer = Consumer(name, db, dict.fromkeys(types, partial(_record, name)), REGISTRY)
 
             async def handler(batch: Sequence[Envelope], consumer: Consumer = consumer) -> None:
+                taken.extend(e.message_id for e in batch)
                 if gate is not None:
                     await gate.wait()  # a handler that never gets to commit
                 await consumer(batch)
+                handled.extend(e.message_id for e in batch)
 
             transport.subscribe(name, consumer.types, handler)
             consumers[name] = consumer
         await relay.recover()
         tg.start_soon(transport.run)
         try:
-            yield Node(db, relay, consumers)
+            yield Node(db, relay, consumers, taken, handled)
         finally:
             tg.cancel_scope.cancel()
 
@@ -172,7 +178,8 @@ async def test_a_crash_before_the_handler_commits_redelivers_with_one_effect(
     stuck = anyio.Event()  # never set: the first process dies mid-handler
     async with node(path, new_transport(), {"a": [Charged.TYPE]}, gate=stuck) as n:
         await _emit(n.db, *(Charged(order_id="o1", n=i) for i in range(5)))
-        await anyio.sleep(1.0)  # let the first process take the batch; nothing can commit
+        # The first process takes the batch; nothing of it can commit.
+        await wait_for(lambda: len(n.taken) >= 1, deadline=30)
     assert _effects(path) == []
     async with node(path, new_transport(), {"a": [Charged.TYPE]}):
         await wait_for(lambda: len(_effects(path)) >= 5, deadline=30)
@@ -188,8 +195,8 @@ async def test_a_message_delivered_twice_has_one_effect(
     async with node(path, transport, {"a": [Charged.TYPE]}) as n:
         (envelope,) = await _emit(n.db, Charged(order_id="o1", n=7))
         transport.publish([envelope, envelope], lambda _: None)
-        await wait_for(lambda: len(_effects(path)) == 1, deadline=30)
-        await anyio.sleep(0.5)  # the copies have arrived by now, if they were to act
+        # The relayed message and both copies have been handled: one effect.
+        await wait_for(lambda: n.handled.count(envelope.message_id) >= 3, deadline=30)
     assert _effects(path) == [("a", "o1", 7)]
 
 
@@ -204,7 +211,7 @@ async def test_a_restarted_consumer_carries_on_without_losing_or_repeating(
     async with node(path, new_transport(), {"a": [Charged.TYPE]}) as n:
         await _emit(n.db, *(Charged(order_id=f"o{i}", n=i) for i in range(10, 20)))
         await wait_for(lambda: len(_effects(path)) == 20, deadline=30)
-        await anyio.sleep(0.5)
+        await wait_for(lambda: _undispatched(path) == 0, deadline=30)
     assert sorted(n for _, _, n in _effects(path)) == list(range(20))
 
 
