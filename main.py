@@ -43,7 +43,7 @@ from checkout.diagrams import STYLES, render
 from checkout.flow import DEFINITIONS
 from checkout.modes import check_versions, claim_mode
 from checkout.operations import dead_letter_routes, saga_action_routes
-from checkout.policies import REFERENCE_DATA, reactions
+from checkout.policies import REFERENCE_DATA, SAGA_NEWS, reactions
 from checkout.policy import SagaTimeouts
 from modules import inventory, order, payment, shipping
 from modules.faults import FaultPlan
@@ -302,7 +302,9 @@ def build_system(
     wanted = parse_modules(settings.modules, tuple(p.name for p in flow.participants))
     countries = parse_countries(settings.ship_countries)
     builders: dict[str, Callable[[], ModuleHandle]] = {
-        "order": lambda: order_module.build(data_dir, **common),
+        "order": lambda: order_module.build(
+            data_dir, pivot=definitions.current.pivot.name, **common
+        ),
         "payment": lambda: payment_module.build(data_dir, faults=faults, **common),
         "inventory": lambda: inventory_module.build(data_dir, faults=faults, **common),
         "shipping": lambda: shipping_module.build(
@@ -330,7 +332,7 @@ def build_system(
         relays.append(OutboxRelay(module.db, bus, registry))
         routes: dict[str, Route] = {
             **module.commands,
-            **reactions(module.name, module.commands, REFERENCE_DATA),
+            **reactions(module.name, module.commands, {**REFERENCE_DATA, **SAGA_NEWS}),
         }
         if choreography is not None:
             routes |= choreography.routes(module.name, module.commands)

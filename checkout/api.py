@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -16,12 +17,15 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
+from checkout.contract import SagaResolved
 from checkout.db import TimelineRow, TrackedSagaRow
-from checkout.definition import Definitions
+from checkout.definition import Definitions, Role, SagaDefinition
 
-__all__ = ["SagaView", "TimelineEntry", "checkout_routes"]
+__all__ = ["SagaDetail", "SagaView", "StepView", "TimelineEntry", "checkout_routes"]
 
 TERMINAL = ("COMPLETED", "COMPENSATED")
+# Parked sagas are reported once, when they park, and listed as PARKED: not as stuck.
+NOT_STUCK = (*TERMINAL, "PARKED")
 
 
 class TimelineEntry(msgspec.Struct):
@@ -49,6 +53,68 @@ class SagaView(msgspec.Struct):
     updated_at: datetime
     age_seconds: float
     stuck: bool
+
+
+class StepView(msgspec.Struct):
+    """One step of one saga: what was done, what was undone, what was not."""
+
+    name: str
+    kind: str
+    module: str
+    # not run, in flight, done, failed, undone, not undone (done, and its undo pending)
+    outcome: str
+    done: bool
+    undone: bool
+    last_error: str | None
+
+
+class SagaDetail(msgspec.Struct):
+    order_id: str
+    status: str
+    style: str
+    definition_version: int
+    step: str
+    started_at: datetime
+    updated_at: datetime
+    steps: list[StepView]
+    # What operators did by hand (resolve notes), oldest first.
+    notes: list[str]
+
+
+def _step_views(
+    definition: SagaDefinition, status: str, rows: list[tuple[str, bytes]]
+) -> list[StepView]:
+    seen: dict[str, set[Role]] = {}
+    errors: dict[str, str] = {}
+    for type_name, payload in rows:
+        found = definition.role(type_name)
+        if found is None:
+            continue
+        step, role = found
+        seen.setdefault(step.name, set()).add(role)
+        if role in (Role.FAILED, Role.COMPENSATION_FAILED):
+            errors[step.name] = str(msgspec.json.decode(payload).get("reason"))
+    undoing = status in ("COMPENSATING", "PARKED", "COMPENSATED")
+    views = []
+    for step in definition.steps:
+        roles = seen.get(step.name, set())
+        done = Role.SUCCEEDED in roles
+        undone = Role.COMPENSATED in roles
+        if undone:
+            outcome = "undone"
+        elif done and undoing and step.compensation is not None:
+            outcome = "not undone"
+        elif done:
+            outcome = "done"
+        elif Role.FAILED in roles:
+            outcome = "failed"
+        elif Role.ACTION in roles:
+            outcome = "in flight"
+        else:
+            outcome = "not run"
+        views.append(StepView(step.name, str(step.kind), step.module, outcome, done, undone,
+                              errors.get(step.name)))  # fmt: skip
+    return views
 
 
 def _causal_order(rows: list[TimelineRow]) -> list[TimelineRow]:
@@ -119,8 +185,8 @@ def checkout_routes(
         status: Annotated[
             str | None,
             QueryParameter(
-                description="RUNNING, COMPENSATING, COMPLETED, COMPENSATED, or STUCK",
-                pattern="^(RUNNING|COMPENSATING|COMPLETED|COMPENSATED|STUCK)$",
+                description="RUNNING, COMPENSATING, PARKED, COMPLETED, COMPENSATED, or STUCK",
+                pattern="^(RUNNING|COMPENSATING|PARKED|COMPLETED|COMPENSATED|STUCK)$",
             ),
         ] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -130,7 +196,7 @@ def checkout_routes(
         query = select(TrackedSagaRow)
         if status == "STUCK":
             query = query.where(
-                col(TrackedSagaRow.status).not_in(TERMINAL),
+                col(TrackedSagaRow.status).not_in(NOT_STUCK),
                 col(TrackedSagaRow.started_at) < now - stuck_after,
             )
         elif status is not None:
@@ -147,9 +213,51 @@ def checkout_routes(
                 started_at=_when(row.started_at),
                 updated_at=_when(row.updated_at),
                 age_seconds=round(now - row.started_at, 3),
-                stuck=row.status not in TERMINAL and now - row.started_at > stuck_after,
+                stuck=row.status not in NOT_STUCK and now - row.started_at > stuck_after,
             )
             for row in rows
         ]
 
-    return [timeline, sagas]
+    @get("/sagas/{order_id:str}", operation_id="getSaga", tags=["sagas"])
+    async def saga(order_id: FromPath[str]) -> SagaDetail:
+        """One saga: its status, style and definition version, and each step with what was
+        done, what was undone, what was not, and its last error."""
+
+        def read(conn: sqlite3.Connection) -> SagaDetail | None:
+            tracked = conn.execute(
+                "SELECT status, step, definition_version, started_at, updated_at"
+                " FROM tracked_sagas WHERE saga_id = ?",
+                (order_id,),
+            ).fetchone()
+            if tracked is None:
+                return None
+            owned = conn.execute(
+                "SELECT status, step FROM sagas WHERE saga_id = ?", (order_id,)
+            ).fetchone()
+            status, step, version, started_at, updated_at = tracked
+            if owned is not None:
+                status, step = owned  # the orchestrator's row is the truth
+            rows = conn.execute(
+                "SELECT type, payload FROM timeline WHERE saga_id = ? ORDER BY occurred_at",
+                (order_id,),
+            ).fetchall()
+            definition = definitions.version(version or definitions.current.version)
+            notes = [
+                str(msgspec.json.decode(payload)["note"])
+                for type_name, payload in rows
+                if type_name == SagaResolved.TYPE
+            ]
+            return SagaDetail(
+                order_id=order_id, status=status,
+                style="orchestration" if owned is not None else "choreography",
+                definition_version=definition.version, step=step,
+                started_at=_when(started_at), updated_at=_when(updated_at),
+                steps=_step_views(definition, status, rows), notes=notes,
+            )  # fmt: skip
+
+        detail = db.read_now(read)
+        if detail is None:
+            raise NotFoundException(f"no saga for order {order_id}")
+        return detail
+
+    return [timeline, sagas, saga]

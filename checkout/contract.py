@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from bus.messages import Command, Message
+from bus.messages import Command, Event, Message
 
-__all__ = ["MESSAGES", "AbortSaga", "RetrySaga"]
+__all__ = [
+    "MESSAGES",
+    "AbortSaga",
+    "ResolveSaga",
+    "RetrySaga",
+    "SagaParked",
+    "SagaResolved",
+    "SagaResumed",
+]
 
 
 class RetrySaga(Command, frozen=True, kw_only=True):
-    """An operator asks to send the saga's current step again (a no-op once it has finished)."""
+    """An operator asks to send the saga's current step again, or to resume a parked one."""
 
     TYPE = "checkout.RetrySaga"
     order_id: str
@@ -27,4 +35,49 @@ class AbortSaga(Command, frozen=True, kw_only=True):
     reason: str
 
 
-MESSAGES: tuple[type[Message], ...] = (RetrySaga, AbortSaga)
+class ResolveSaga(Command, frozen=True, kw_only=True):
+    """An operator records that a parked compensation was done by hand, outside the system."""
+
+    TYPE = "checkout.ResolveSaga"
+    COMPENSATION = True
+    order_id: str
+    note: str
+
+
+class SagaParked(Event, frozen=True, kw_only=True):
+    """Emitted when a compensation has failed its every attempt: the saga waits for a person.
+
+    Nothing is retried while it is parked; ``error`` is the compensation's last error.
+    """
+
+    TYPE = "checkout.SagaParked"
+    COMPENSATION = True
+    order_id: str
+    step: str
+    attempts: int
+    error: str | None = None
+
+
+class SagaResumed(Event, frozen=True, kw_only=True):
+    """Emitted when an operator resumes a parked saga: its compensation is tried again."""
+
+    TYPE = "checkout.SagaResumed"
+    COMPENSATION = True
+    order_id: str
+    step: str
+
+
+class SagaResolved(Event, frozen=True, kw_only=True):
+    """Emitted when an operator resolves a parked saga by hand; the undo goes on from there."""
+
+    TYPE = "checkout.SagaResolved"
+    COMPENSATION = True
+    order_id: str
+    step: str
+    note: str
+    ended: bool = False  # nothing was left to undo: the saga is compensated
+
+
+MESSAGES: tuple[type[Message], ...] = (
+    RetrySaga, AbortSaga, ResolveSaga, SagaParked, SagaResumed, SagaResolved,
+)  # fmt: skip

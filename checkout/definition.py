@@ -59,6 +59,7 @@ class Role(StrEnum):
     FAILED = "failed"
     COMPENSATION = "compensation"
     COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation failed"
     LOCK = "lock"
 
 
@@ -94,6 +95,9 @@ class Step:
             the steps before it (each carries a ``reason``).
         compensation: the command that undoes the step (compensatable steps).
         compensated: the reply that confirms the undo.
+        compensation_failed: replies meaning the undo could not be done now (each
+            carries a ``reason``); it is tried again with backoff, and the saga
+            parks when the attempts are spent.
         lock: the pivot's semantic lock: a command to its module that stops the
             pivot from succeeding from then on, answered by one of ``failed``
             (locked: undo everything) or by ``succeeded`` (too late).
@@ -112,6 +116,7 @@ class Step:
     failed: tuple[type[Failure], ...] = ()
     compensation: Undo[Command] | None = None
     compensated: type[Event] | None = None
+    compensation_failed: tuple[type[Failure], ...] = ()
     lock: Undo[Command] | None = None
     timeout: float | None = None
     attempts: int | None = None
@@ -127,6 +132,8 @@ class Step:
             yield self.compensation.type, Role.COMPENSATION
         if self.compensated is not None:
             yield self.compensated, Role.COMPENSATED
+        for failed in self.compensation_failed:
+            yield failed, Role.COMPENSATION_FAILED
         if self.lock is not None:
             yield self.lock.type, Role.LOCK
 
@@ -247,7 +254,8 @@ def _check_kind(step: Step, index: int, pivot_at: int) -> None:
         )
     if step.kind is StepKind.RETRIABLE and step.failed:
         raise DefinitionError(f"step {step.name!r}: a step after the pivot may not fail")
-    if step.kind is not StepKind.COMPENSATABLE and (step.compensation or step.compensated):
+    has_undo = step.compensation or step.compensated or step.compensation_failed
+    if step.kind is not StepKind.COMPENSATABLE and has_undo:
         raise DefinitionError(
             f"step {step.name!r}: only a step before the pivot may have a compensation"
         )
@@ -272,7 +280,7 @@ def _check_shape(step: Step, *, first: bool) -> None:
         raise DefinitionError(f"step {step.name!r}: the first step must be compensatable")
     if not first and step.action is None:
         raise DefinitionError(f"step {step.name!r}: every step but the first needs an action")
-    for failed in step.failed:
+    for failed in (*step.failed, *step.compensation_failed):
         if not issubclass(failed, Failure):
             raise DefinitionError(
                 f"step {step.name!r}: failure reply {failed.TYPE} must be a bus Failure"

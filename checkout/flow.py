@@ -63,6 +63,7 @@ PAYMENT = Step(
         payment.RefundPayment, lambda o, why: payment.RefundPayment(order_id=o.order_id, reason=why)
     ),
     compensated=payment.PaymentRefunded,
+    compensation_failed=(payment.RefundFailed,),  # the account is closed: try again later
 )
 
 STOCK = Step(

@@ -13,7 +13,7 @@ from bus.messages import MessageRegistry
 from bus.module import ModuleHandle
 from bus.sqlite import Database
 from checkout.api import checkout_routes
-from checkout.contract import AbortSaga, RetrySaga
+from checkout.contract import AbortSaga, ResolveSaga, RetrySaga
 from checkout.db import CheckoutBase
 from checkout.definition import Definitions
 from checkout.orchestrator import Orchestrator
@@ -55,7 +55,9 @@ def build(
         background["saga-timers"] = partial(orchestrator.run_timers, db)
     else:
         watchdog = Watchdog(registry, definitions, timeouts)
-        commands = dict.fromkeys((RetrySaga.TYPE, AbortSaga.TYPE), watchdog.on_command)
+        commands = dict.fromkeys(
+            (RetrySaga.TYPE, AbortSaga.TYPE, ResolveSaga.TYPE), watchdog.on_command
+        )
         background["saga-watchdog"] = partial(watchdog.run, db)
     routes = checkout_routes(db, definitions, stuck_after=stuck_after)
     return ModuleHandle("checkout", db, commands, routes, background), SagaTracker(

@@ -7,14 +7,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Response, get, post
-from litestar.exceptions import NotFoundException
+from litestar import Request, Response, get, post
+from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, QueryParameter
 
 from bus.consumer import Consumer
 from bus.sqlite import Database, Tx
-from checkout.contract import AbortSaga, RetrySaga
+from checkout.contract import AbortSaga, ResolveSaga, RetrySaga
+from web.http import strict_body
 
 __all__ = [
     "AbortRequest",
@@ -28,6 +29,10 @@ __all__ = [
 
 class AbortRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "aborted by operator"
+
+
+class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    note: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 
 
 class SagaActionAccepted(msgspec.Struct):
@@ -81,24 +86,35 @@ def operations_routes(checkout: Database, consumers: Sequence[Consumer]) -> list
 
 
 def saga_action_routes(checkout: Database) -> list[HTTPRouteHandler]:
-    """Retry or abort a saga, by sending checkout a command (recorded in the timeline)."""
+    """Retry, abort or resolve a saga, by sending checkout a command (recorded in the timeline)."""
 
-    async def _send(order_id: str, command: RetrySaga | AbortSaga) -> Response[SagaActionAccepted]:
-        def write(tx: Tx) -> str | None:
-            known = tx.one("SELECT 1 FROM tracked_sagas WHERE saga_id = ?", (order_id,))
-            known = known or tx.one("SELECT 1 FROM sagas WHERE saga_id = ?", (order_id,))
-            return None if known is None else tx.emit(command).message_id
+    async def _send(
+        order_id: str, command: RetrySaga | AbortSaga | ResolveSaga, allowed: tuple[str, ...]
+    ) -> Response[SagaActionAccepted]:
+        def write(tx: Tx) -> tuple[str | None, str | None]:
+            # The orchestrator's row is the truth where there is one; else the tracker's.
+            row = tx.one("SELECT status FROM sagas WHERE saga_id = ?", (order_id,))
+            row = row or tx.one("SELECT status FROM tracked_sagas WHERE saga_id = ?", (order_id,))
+            if row is None or row[0] not in allowed:
+                return None, None if row is None else str(row[0])
+            return tx.emit(command).message_id, str(row[0])
 
-        message_id = await checkout.transact(write)
-        if message_id is None:
+        message_id, status = await checkout.transact(write)
+        if status is None:
             raise NotFoundException(f"no saga for order {order_id}")
+        if message_id is None:
+            action = command.TYPE.partition(".")[2].removesuffix("Saga").lower()
+            raise ClientException(
+                f"cannot {action} a {status} saga (only {' or '.join(allowed)})", status_code=409
+            )
         accepted = SagaActionAccepted(order_id, command.TYPE.partition(".")[2], message_id)
         return Response(accepted, status_code=202)
 
     @post("/sagas/{order_id:str}/retry", status_code=202, operation_id="retrySaga", tags=["sagas"])
     async def retry(order_id: FromPath[str]) -> Response[SagaActionAccepted]:
-        """Send the saga's current step again; recorded in its timeline, harmless if repeated."""
-        return await _send(order_id, RetrySaga(order_id=order_id))
+        """Send the saga's current step again, or resume a PARKED compensation where it
+        stopped; recorded in its timeline, harmless if repeated. 409 once it has finished."""
+        return await _send(order_id, RetrySaga(order_id=order_id), _UNFINISHED)
 
     @post("/sagas/{order_id:str}/abort", status_code=202, operation_id="abortSaga", tags=["sagas"])
     async def abort(
@@ -106,9 +122,23 @@ def saga_action_routes(checkout: Database) -> list[HTTPRouteHandler]:
     ) -> Response[SagaActionAccepted]:
         """Compensate a running saga now; a no-op once it finished or shipped."""
         reason = (data or AbortRequest()).reason
-        return await _send(order_id, AbortSaga(order_id=order_id, reason=reason))
+        return await _send(order_id, AbortSaga(order_id=order_id, reason=reason), _ANY)
 
-    return [retry, abort]
+    @post("/sagas/{order_id:str}/resolve", status_code=202, operation_id="resolveSaga",
+          tags=["sagas"])  # fmt: skip
+    async def resolve(
+        order_id: FromPath[str], data: JSONBody[ResolveRequest], request: Request[Any, Any, Any]
+    ) -> Response[SagaActionAccepted]:
+        """Record that a person did a PARKED compensation by hand, outside the system; the
+        saga then undoes the steps before it and ends compensated. 409 unless PARKED."""
+        data = await strict_body(request, ResolveRequest)
+        return await _send(order_id, ResolveSaga(order_id=order_id, note=data.note), ("PARKED",))
+
+    return [retry, abort, resolve]
+
+
+_UNFINISHED = ("RUNNING", "COMPENSATING", "PARKED")
+_ANY = (*_UNFINISHED, "COMPLETED", "COMPENSATED")
 
 
 def dead_letter_routes(consumers: Sequence[Consumer]) -> list[HTTPRouteHandler]:

@@ -10,6 +10,7 @@ neither loses a pending timeout nor fires it twice.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import partial
 
@@ -18,7 +19,14 @@ import msgspec
 
 from bus.messages import Message
 from bus.sqlite import Database, Tx
-from checkout.contract import AbortSaga, RetrySaga
+from checkout.contract import (
+    AbortSaga,
+    ResolveSaga,
+    RetrySaga,
+    SagaParked,
+    SagaResolved,
+    SagaResumed,
+)
 from checkout.definition import Definitions, Role, SagaData, SagaDefinition
 from checkout.policy import SagaTimeouts
 from checkout.saga import (
@@ -26,8 +34,10 @@ from checkout.saga import (
     DeadlineExceeded,
     Input,
     Reply,
+    Resolve,
     Retry,
     SagaState,
+    SagaStatus,
     StepTimedOut,
     Transition,
     abortable,
@@ -36,6 +46,8 @@ from checkout.saga import (
 )
 
 __all__ = ["Orchestrator", "command_id"]
+
+log = logging.getLogger("checkout.saga")
 
 _NAMESPACE = uuid.UUID("6f1c1c9e-3b7a-4d0e-9a59-2a4f0d5c8e11")
 _encode = msgspec.json.Encoder().encode
@@ -66,7 +78,7 @@ class Orchestrator:
             for message, role in step.messages()
             if role in (Role.SUCCEEDED, Role.FAILED, Role.COMPENSATED)
         }
-        return frozenset(replies | {RetrySaga.TYPE, AbortSaga.TYPE})
+        return frozenset(replies | {RetrySaga.TYPE, AbortSaga.TYPE, ResolveSaga.TYPE})
 
     # -- inputs ------------------------------------------------------------------
 
@@ -88,6 +100,8 @@ class Orchestrator:
             event = Retry()
         elif isinstance(message, AbortSaga):
             event = Abort(message.reason)
+        elif isinstance(message, ResolveSaga):
+            event = Resolve(message.note)
         else:
             event = Reply(message)
         self._advance(tx, _decode_state(row[0]), row[1], self.definitions.version(row[2]), event)
@@ -106,8 +120,7 @@ class Orchestrator:
             if expires_at <= tx.now and abortable(definition, state):
                 self._advance(tx, state, version, definition, DeadlineExceeded())
             elif deadline <= tx.now:
-                attempts = definition.step(state.step).attempts or self.timeouts.attempts
-                self._advance(tx, state, version, definition, StepTimedOut(attempts))
+                self._advance(tx, state, version, definition, self._timed_out(definition, state))
             else:
                 # Past the saga deadline but no longer abortable: only the step timer remains.
                 tx.execute(
@@ -133,12 +146,18 @@ class Orchestrator:
         transition = decide(definition, state, event)
         if transition is not None:
             self._save(tx, definition, transition, version=version)
+            _announce(tx, state, transition.state, event)
         elif isinstance(event, DeadlineExceeded | StepTimedOut):
             # Nothing to do now: look again at the next step deadline.
             tx.execute(
                 "UPDATE sagas SET deadline = ?, expires_at = max(expires_at, ?) WHERE saga_id = ?",
                 (self._deadline(definition, state, tx.now), tx.now, state.saga_id),
             )
+
+    def _timed_out(self, definition: SagaDefinition, state: SagaState) -> StepTimedOut:
+        if state.status is SagaStatus.COMPENSATING:
+            return StepTimedOut(self.timeouts.undo_attempts)
+        return StepTimedOut(definition.step(state.step).attempts or self.timeouts.attempts)
 
     def _deadline(self, definition: SagaDefinition, state: SagaState, now: float) -> float:
         timeout = definition.step(state.step).timeout if state.step else None
@@ -173,6 +192,22 @@ class Orchestrator:
         if updated != 1:
             raise RuntimeError(f"saga {state.saga_id} changed concurrently")
         _send(tx, transition)
+
+
+def _announce(tx: Tx, before: SagaState, after: SagaState, event: Input) -> None:
+    """Tell the bus (and the log) when a saga parks, resumes or is resolved by hand."""
+    saga_id = after.saga_id
+    if after.status is SagaStatus.PARKED and before.status is not SagaStatus.PARKED:
+        attempts = after.attempt - after.resumed_after
+        tx.emit(SagaParked(order_id=saga_id, step=after.step, attempts=attempts,
+                           error=after.last_error))  # fmt: skip
+        log.warning("saga %s parked: compensation %r failed %d times (last error: %s)",
+                    saga_id, after.step, attempts, after.last_error)  # fmt: skip
+    elif before.status is SagaStatus.PARKED and isinstance(event, Retry):
+        tx.emit(SagaResumed(order_id=saga_id, step=before.step))
+    elif before.status is SagaStatus.PARKED and isinstance(event, Resolve):
+        ended = after.status is SagaStatus.COMPENSATED
+        tx.emit(SagaResolved(order_id=saga_id, step=before.step, note=event.note, ended=ended))
 
 
 def _send(tx: Tx, transition: Transition) -> None:

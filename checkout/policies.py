@@ -1,7 +1,8 @@
-"""Reactions that keep one module's copy of another's reference data current.
+"""Reactions that keep one module's copy of another's data current.
 
 They run in the receiving module's subscription, in both saga modes: the
-order module prices orders and checks customers from its own copies.
+order module prices orders and checks customers from its own copies, and
+tells the customer when undoing an order waits for an operator.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from collections.abc import Callable, Mapping
 from bus.consumer import Route
 from bus.messages import Command, Message
 from bus.sqlite import Tx
+from checkout.contract import SagaParked
 from modules import inventory, order, payment
 
-__all__ = ["REFERENCE_DATA", "Translate", "reactions"]
+__all__ = ["REFERENCE_DATA", "SAGA_NEWS", "Translate", "reactions"]
 
 Translate = Callable[[Tx, Message], Command | None]
 """Turns an event into the reacting module's command (None: no reaction), in its transaction."""
@@ -29,10 +31,18 @@ def _customer(_tx: Tx, event: Message) -> Command:
     return order.RecordCustomer(customer_id=event.customer_id, name=event.name)
 
 
+def _parked(_tx: Tx, event: Message) -> Command:
+    assert isinstance(event, SagaParked)
+    return order.NoteCompensationPending(order_id=event.order_id, step=event.step)
+
+
 # event type -> (reacting module, the command it turns into)
 REFERENCE_DATA: Mapping[str, tuple[str, Translate]] = {
     inventory.ProductUpdated.TYPE: ("order", _product),
     payment.CustomerUpdated.TYPE: ("order", _customer),
+}
+SAGA_NEWS: Mapping[str, tuple[str, Translate]] = {
+    SagaParked.TYPE: ("order", _parked),
 }
 
 

@@ -21,9 +21,16 @@ class SagaTimeouts:
     attempts: int = 3
     saga_deadline: float = 300.0
     cap: float = 120.0
+    # How often a compensation is tried before its saga parks for an operator.
+    undo_attempts: int = 8
 
     def __post_init__(self) -> None:
-        if self.step_timeout <= 0 or self.attempts < 1 or self.saga_deadline <= 0:
+        if (
+            self.step_timeout <= 0
+            or self.attempts < 1
+            or self.undo_attempts < 1
+            or self.saga_deadline <= 0
+        ):
             raise ValueError(f"bad saga timeouts {self}")
 
     def step_deadline(self, now: float, attempt: int, step_timeout: float | None = None) -> float:
@@ -33,10 +40,11 @@ class SagaTimeouts:
 
     @classmethod
     def parse(cls, spec: str | None) -> SagaTimeouts:
-        """Parse ``step=10,attempts=3,saga=300,cap=120``; empty means the defaults."""
+        """Parse ``step=10,attempts=3,undo=8,saga=300,cap=120``; empty means the defaults."""
         names = {
             "step": "step_timeout",
             "attempts": "attempts",
+            "undo": "undo_attempts",
             "saga": "saga_deadline",
             "cap": "cap",
         }
@@ -48,4 +56,5 @@ class SagaTimeouts:
                     raise ValueError(f"unknown timeout setting {key!r}; use {', '.join(names)}")
                 values[names[key.strip()]] = float(value)
         attempts = int(values.pop("attempts", cls.attempts))
-        return cls(attempts=attempts, **values)
+        undo_attempts = int(values.pop("undo_attempts", cls.undo_attempts))
+        return cls(attempts=attempts, undo_attempts=undo_attempts, **values)

@@ -30,6 +30,7 @@ __all__ = [
     "Input",
     "Outgoing",
     "Reply",
+    "Resolve",
     "Retry",
     "SagaState",
     "SagaStatus",
@@ -44,6 +45,9 @@ __all__ = [
 class SagaStatus(StrEnum):
     RUNNING = "RUNNING"
     COMPENSATING = "COMPENSATING"
+    # A compensation failed its every attempt: nothing runs until an operator
+    # retries it or resolves it by hand.
+    PARKED = "PARKED"
     COMPLETED = "COMPLETED"
     COMPENSATED = "COMPENSATED"
 
@@ -70,6 +74,10 @@ class SagaState(msgspec.Struct, frozen=True, kw_only=True):
     reason: str | None = None
     attempt: int = 1
     cancelling: str | None = None
+    last_error: str | None = None
+    # Attempts made before the last resume of a parked compensation (command
+    # ids stay unique across resumes; the parking limit counts from here).
+    resumed_after: int = 0
     order: SagaData
 
 
@@ -85,7 +93,11 @@ class Reply:
 
 @dataclass(frozen=True, slots=True)
 class StepTimedOut:
-    """The awaited reply did not come in time. ``attempts`` is the step's limit."""
+    """The awaited reply did not come in time.
+
+    ``attempts`` is the limit of what is awaited: the step's attempts for a
+    forward step, the compensation attempts for an undo.
+    """
 
     attempts: int
 
@@ -107,7 +119,14 @@ class Abort:
     reason: str
 
 
-Input = Reply | StepTimedOut | DeadlineExceeded | Retry | Abort
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """An operator did a parked compensation by hand; the undo goes on from there."""
+
+    note: str
+
+
+Input = Reply | StepTimedOut | DeadlineExceeded | Retry | Abort | Resolve
 
 
 # -- outputs --------------------------------------------------------------------
@@ -165,13 +184,24 @@ def decide(definition: SagaDefinition, state: SagaState, event: Input) -> Transi
                 return _on_reply(definition, state, message)
             return _on_compensated(definition, state, message)
         case StepTimedOut(attempts):
+            if state.status is SagaStatus.PARKED:
+                return None
             return _on_timeout(definition, state, attempts)
         case DeadlineExceeded():
             return _abort(definition, state, "saga deadline exceeded")
         case Retry():
+            if state.status is SagaStatus.PARKED:
+                resumed = _replace(
+                    state, status=SagaStatus.COMPENSATING, resumed_after=state.attempt
+                )
+                return _resend(definition, resumed)
             return _resend(definition, state)
         case Abort(reason):
             return _abort(definition, state, reason)
+        case Resolve():
+            if state.status is not SagaStatus.PARKED:
+                return None
+            return _undo_next(definition, state, state.to_undo[1:], state.reason or "")
 
 
 def abortable(definition: SagaDefinition, state: SagaState) -> bool:
@@ -213,6 +243,11 @@ def _on_compensated(
     step = definition.step(state.step)
     if step.compensated is not None and message.TYPE == step.compensated.TYPE:
         return _undo_next(definition, state, state.to_undo[1:], state.reason or "")
+    failed = {f.TYPE for f in step.compensation_failed}
+    if message.TYPE in failed and state.status is SagaStatus.COMPENSATING:
+        # Not now: tried again when the step's timer fires (with backoff).
+        assert isinstance(message, Failure)
+        return Transition(_replace(state, last_error=message.reason), ())
     return None
 
 
@@ -227,6 +262,8 @@ def _on_timeout(definition: SagaDefinition, state: SagaState, attempts: int) -> 
     )
     if gives_up:
         return _abort(definition, state, f"{step.name} timed out after {state.attempt} attempts")
+    if state.status is SagaStatus.COMPENSATING and state.attempt - state.resumed_after >= attempts:
+        return Transition(_replace(state, status=SagaStatus.PARKED), ())
     # Compensations, the lock and steps after the pivot must happen: again.
     return _resend(definition, state)
 
@@ -293,6 +330,8 @@ def _undo_next(
         reason=reason,
         attempt=1,
         cancelling=None,
+        last_error=None,
+        resumed_after=0,
     )
     return Transition(new, (_compensation(definition.step(to_undo[0]), new),))
 

@@ -10,14 +10,24 @@ from __future__ import annotations
 from bus.messages import Command, Envelope
 from bus.sqlite import Tx
 from checkout.context import decode_context
-from checkout.contract import AbortSaga, RetrySaga
+from checkout.contract import (
+    AbortSaga,
+    ResolveSaga,
+    RetrySaga,
+    SagaParked,
+    SagaResolved,
+    SagaResumed,
+)
 from checkout.definition import Definitions, Role, SagaDefinition
 from checkout.policy import SagaTimeouts
 
 __all__ = ["SagaTracker", "labels_of"]
 
-_RANK = {"RUNNING": 0, "COMPENSATING": 1, "COMPLETED": 2, "COMPENSATED": 2}
-_OPERATOR = frozenset({RetrySaga.TYPE, AbortSaga.TYPE})
+# A saga only moves up this ladder, whatever order messages arrive in; a parked
+# saga leaves PARKED only when an operator resumes or resolves it.
+_RANK = {"RUNNING": 0, "COMPENSATING": 1, "PARKED": 1.5, "COMPLETED": 2, "COMPENSATED": 2}
+_OPERATOR = frozenset({RetrySaga.TYPE, AbortSaga.TYPE, ResolveSaga.TYPE})
+_NEWS = frozenset({SagaParked.TYPE, SagaResumed.TYPE, SagaResolved.TYPE})
 
 
 def labels_of(definition: SagaDefinition) -> dict[str, tuple[str, str, Role]]:
@@ -79,11 +89,25 @@ class SagaTracker:
             version = self.definitions.current.version
         labels = self.labels.get(version, {})
         step, status, role = labels.get(envelope.type, ("", "RUNNING", Role.ACTION))
+        message = envelope.message
+        force = False  # an operator's move out of PARKED
+        if isinstance(message, SagaParked):
+            step, status = message.step, "PARKED"
+        elif isinstance(message, SagaResumed):
+            step, status, force = message.step, "COMPENSATING", True
+        elif isinstance(message, SagaResolved):
+            step, force = message.step, True
+            status = "COMPENSATED" if message.ended else "COMPENSATING"
         terminal = _RANK[status] == 2
         deadline = None if terminal else self.timeouts.step_deadline(tx.now, 1)
         # The message that drives the saga's next move: the watchdog sends it
         # again when the saga does not move (an event, or the pivot's lock).
-        drives = role is Role.LOCK or not issubclass(type(envelope.message), Command)
+        # Not a refusal of an undo, nor checkout's own news: those drive nothing.
+        drives = role is Role.LOCK or (
+            not issubclass(type(message), Command)
+            and role is not Role.COMPENSATION_FAILED
+            and envelope.type not in _NEWS
+        )
         event_id = envelope.message_id if drives else None
         if row is None:
             tx.execute(
@@ -95,7 +119,7 @@ class SagaTracker:
                     envelope.occurred_at, tx.now,
                 ),
             )  # fmt: skip
-        elif _RANK[status] >= _RANK[row[0]] and _RANK[row[0]] < 2:
+        elif (force or _RANK[status] >= _RANK[row[0]]) and _RANK[row[0]] < 2:
             # Messages can reach the tracker out of order across modules: never
             # move a saga back from compensating, nor out of a terminal state.
             # A message that leaves the saga where it was (a retry, a duplicate

@@ -17,6 +17,8 @@ __all__ = ["stuck_sagas", "watch_stuck_sagas"]
 log = logging.getLogger("checkout.stuck")
 
 TERMINAL = ("COMPLETED", "COMPENSATED")
+# Parked sagas are reported once, when they park, and listed as PARKED: not as stuck.
+NOT_STUCK = (*TERMINAL, "PARKED")
 
 
 async def stuck_sagas(db: Database, stuck_after: float, limit: int = 100) -> list[TrackedSagaRow]:
@@ -24,7 +26,7 @@ async def stuck_sagas(db: Database, stuck_after: float, limit: int = 100) -> lis
     query = (
         select(TrackedSagaRow)
         .where(
-            col(TrackedSagaRow.status).not_in(TERMINAL),
+            col(TrackedSagaRow.status).not_in(NOT_STUCK),
             col(TrackedSagaRow.started_at) < time.time() - stuck_after,
         )
         .order_by(col(TrackedSagaRow.started_at))

@@ -12,18 +12,29 @@ they survive a restart, and firing one is a transaction, so it fires once.
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import anyio
+import msgspec
 
 from bus.messages import Message, MessageRegistry
 from bus.sqlite import Database, Tx
 from checkout.context import decode_context
-from checkout.contract import AbortSaga, RetrySaga
+from checkout.contract import (
+    AbortSaga,
+    ResolveSaga,
+    RetrySaga,
+    SagaParked,
+    SagaResolved,
+    SagaResumed,
+)
 from checkout.definition import Definitions, SagaDefinition, StepKind
 from checkout.policy import SagaTimeouts
 
 __all__ = ["Watchdog"]
+
+log = logging.getLogger("checkout.saga")
 
 _ACTIVE = "('RUNNING', 'COMPENSATING')"
 
@@ -56,9 +67,18 @@ class Watchdog:
             "SELECT status, step, attempt, definition_version FROM tracked_sagas WHERE saga_id = ?",
             (command.key,),
         )
-        if row is None or row[0] not in ("RUNNING", "COMPENSATING"):
+        if row is None or row[0] not in ("RUNNING", "COMPENSATING", "PARKED"):
             return
         status, step, attempt, version = row
+        if status == "PARKED":
+            if isinstance(command, RetrySaga):
+                tx.emit(SagaResumed(order_id=command.key, step=step))
+                tx.execute("UPDATE tracked_sagas SET status = 'COMPENSATING' WHERE saga_id = ?",
+                           (command.key,))  # fmt: skip
+                self._nudge(tx, command.key, 0)
+            elif isinstance(command, ResolveSaga):
+                self._resolve(tx, command.key, self._definition(version), step, command.note)
+            return
         if isinstance(command, RetrySaga):
             self._nudge(tx, command.key, attempt)
         elif isinstance(command, AbortSaga) and self._abortable(
@@ -88,6 +108,8 @@ class Watchdog:
                 self._abort(tx, saga_id, definition, "saga deadline exceeded")
             elif abortable and attempt >= attempts:
                 self._abort(tx, saga_id, definition, f"{step} timed out after {attempt} attempts")
+            elif status == "COMPENSATING" and attempt >= self.timeouts.undo_attempts:
+                self._park(tx, saga_id, step, attempt)
             else:
                 self._nudge(tx, saga_id, attempt)
         if len(rows) == limit:
@@ -127,6 +149,56 @@ class Watchdog:
         context = bytes(row[0])
         tx.emit(lock.build(decode_context(context)[1], reason), context=context)
         self._rearm(tx, saga_id, 1, "COMPENSATING")
+
+    def _park(self, tx: Tx, saga_id: str, step: str, attempts: int) -> None:
+        """Stop retrying an undo that keeps failing: an operator takes it from here."""
+        error = tx.one(
+            "SELECT payload FROM timeline WHERE saga_id = ? AND type IN"  # noqa: S608
+            f" ({','.join('?' * len(self._refusals))}) ORDER BY occurred_at DESC LIMIT 1",
+            (saga_id, *self._refusals),
+        )
+        reason = msgspec.json.decode(error[0]).get("reason") if error else None
+        tx.execute("UPDATE tracked_sagas SET status = 'PARKED', updated_at = ? WHERE saga_id = ?",
+                   (tx.now, saga_id))  # fmt: skip
+        tx.emit(SagaParked(order_id=saga_id, step=step, attempts=attempts, error=reason))
+        log.warning("saga %s parked: compensation %r failed %d times (last error: %s)",
+                    saga_id, step, attempts, reason)  # fmt: skip
+
+    def _resolve(
+        self, tx: Tx, saga_id: str, definition: SagaDefinition, step: str, note: str
+    ) -> None:
+        """The parked undo was done by hand: undo the step before it, and so on."""
+        following = definition.undo_before(definition.step(step))
+        tx.emit(SagaResolved(order_id=saga_id, step=step, note=note, ended=following is None))
+        if following is None or following.compensation is None:
+            tx.execute("UPDATE tracked_sagas SET status = 'COMPENSATED' WHERE saga_id = ?",
+                       (saga_id,))  # fmt: skip
+            return
+        context = tx.one(
+            "SELECT context FROM timeline WHERE saga_id = ? AND context IS NOT NULL LIMIT 1",
+            (saga_id,),
+        )
+        asked = tx.one(
+            "SELECT payload FROM timeline WHERE saga_id = ? AND kind = 'command'"
+            " AND compensation = 1 AND type != ? ORDER BY occurred_at DESC LIMIT 1",
+            (saga_id, ResolveSaga.TYPE),
+        )
+        reason = (msgspec.json.decode(asked[0]).get("reason") if asked else None) or note
+        if context is not None:
+            data = decode_context(bytes(context[0]))[1]
+            tx.emit(following.compensation.build(data, reason), context=bytes(context[0]))
+        tx.execute("UPDATE tracked_sagas SET status = 'COMPENSATING' WHERE saga_id = ?",
+                   (saga_id,))  # fmt: skip
+        self._rearm(tx, saga_id, 1, None)
+
+    @property
+    def _refusals(self) -> tuple[str, ...]:
+        return tuple(
+            failed.TYPE
+            for definition in self.definitions.all
+            for step in definition.steps
+            for failed in step.compensation_failed
+        )
 
     def _rearm(self, tx: Tx, saga_id: str, attempt: int, status: str | None) -> None:
         tx.execute(

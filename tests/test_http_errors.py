@@ -563,7 +563,11 @@ async def test_put_customer_with_an_invalid_body_is_rejected_with_400_and_change
 
     assert_names(problem(response, 400), *named)
     assert_wrote_nothing(data_dir, seeded)
-    assert (await client.get("/customers/ada")).json() == {"customer_id": "ada", **ACCOUNT}
+    assert (await client.get("/customers/ada")).json() == {
+        "customer_id": "ada",
+        **ACCOUNT,
+        "status": "open",
+    }
 
 
 # -- the system is unharmed ----------------------------------------------------------------

@@ -23,11 +23,12 @@ from bus.sqlite import Database
 from modules.order.domain import (
     IdempotencyConflictError,
     NewOrder,
+    OrderNotFoundError,
     OrderStatus,
     UnknownCustomerError,
     UnknownSkuError,
 )
-from modules.order.handlers import place_order
+from modules.order.handlers import cancel_by_customer, place_order
 from web.http import strict_body
 
 __all__ = ["OrderAccepted", "OrderView", "PlaceOrderRequest", "TerminalWaiters", "order_routes"]
@@ -53,6 +54,10 @@ class PlaceOrderRequest(msgspec.Struct, forbid_unknown_fields=True):
     customer_id: Id
     items: Annotated[list[ItemRequest], msgspec.Meta(min_length=1, max_length=100)]
     shipping_address: AddressRequest
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
 
 
 class OrderAccepted(msgspec.Struct):
@@ -117,7 +122,9 @@ def _when(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
-def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandler]:
+def order_routes(
+    db: Database, waiters: TerminalWaiters, *, pivot: str = "complete"
+) -> list[HTTPRouteHandler]:
     """Build the order routes over the module's database."""
 
     @post("/orders", status_code=202, operation_id="placeOrder", tags=["orders"])
@@ -179,13 +186,43 @@ def order_routes(db: Database, waiters: TerminalWaiters) -> list[HTTPRouteHandle
             raise NotFoundException(f"order {order_id} not found")
         return view
 
-    return [place, read]
+    @post(
+        "/orders/{order_id:str}/cancel", operation_id="cancelOrder", tags=["orders"],
+        status_code=202,
+    )  # fmt: skip
+    async def cancel(
+        order_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        data: JSONBody[CancelRequest | None] = None,
+    ) -> Response[OrderView]:
+        """Cancel an order while its saga runs: 202, and the saga undoes what it did.
+
+        200 if it is already cancelled; 409 once it is past the point of no return.
+        The order id is the capability: whoever holds it may cancel the order.
+        """
+        body = await request.body()
+        asked = msgspec.json.decode(body, type=CancelRequest | None) if body.strip() else None
+        reason = "cancelled by customer" + (f": {asked.reason}" if asked and asked.reason else "")
+        try:
+            before = await db.transact(lambda tx: cancel_by_customer(tx, order_id, reason))
+        except OrderNotFoundError as exc:
+            raise NotFoundException(str(exc)) from exc
+        if before is OrderStatus.COMPLETED:
+            raise ClientException(
+                f"order is past the point of no return ({pivot})", status_code=409
+            )
+        view = db.read_now(partial(_view, order_id))
+        assert view is not None
+        return Response(view, status_code=200 if before is OrderStatus.CANCELLED else 202)
+
+    return [place, read, cancel]
 
 
 def _view(order_id: str, conn: sqlite3.Connection) -> OrderView | None:
     row = conn.execute(
-        "SELECT status, reason, total_cents, customer_id, shipping_address, created_at,"
-        " updated_at FROM orders WHERE order_id = ?",
+        "SELECT status, coalesce(reason, 'cancellation pending: ' || cancel_reason),"
+        " total_cents, customer_id, shipping_address, created_at, updated_at"
+        " FROM orders WHERE order_id = ?",
         (order_id,),
     ).fetchone()
     if row is None:

@@ -13,6 +13,7 @@ __all__ = [
     "CancelOrder",
     "CancellationRequested",
     "CompleteOrder",
+    "NoteCompensationPending",
     "OrderAddress",
     "OrderCancelled",
     "OrderCompleted",
@@ -123,6 +124,17 @@ class OrderCancelled(Event, frozen=True, kw_only=True):
     reason: str
 
 
+class NoteCompensationPending(Command, frozen=True, kw_only=True):
+    """Tells the order module that undoing its order waits for an operator, at ``step``.
+
+    The order stays PENDING, with reason ``compensation pending: <step>``.
+    """
+
+    TYPE = "order.NoteCompensationPending"
+    order_id: str
+    step: str
+
+
 class RecordProduct(Command, frozen=True, kw_only=True):
     """Keeps the order module's copy of the catalog (name and price of a sku) up to date."""
 
@@ -150,6 +162,7 @@ MESSAGES: tuple[type[Message], ...] = (
     CancellationRequested,
     CancelOrder,
     OrderCancelled,
+    NoteCompensationPending,
     RecordProduct,
     RecordCustomer,
 )

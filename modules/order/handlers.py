@@ -9,6 +9,7 @@ from modules.order.contract import (
     CancellationRequested,
     CancelOrder,
     CompleteOrder,
+    NoteCompensationPending,
     OrderAddress,
     OrderCancelled,
     OrderCompleted,
@@ -28,8 +29,10 @@ from modules.order.domain import (
 )
 
 __all__ = [
+    "cancel_by_customer",
     "cancel_order",
     "complete_order",
+    "note_compensation_pending",
     "place_order",
     "record_customer",
     "record_product",
@@ -147,6 +150,26 @@ def take_lock(tx: Tx, order_id: str, reason: str) -> OrderStatus:
         cancel_reason = reason
     _cannot_complete(tx, order_id, cancel_reason or old_reason or reason)
     return status
+
+
+def cancel_by_customer(tx: Tx, order_id: str, reason: str) -> OrderStatus:
+    """A customer's cancellation: take the lock unless it is taken; return the status before.
+
+    PENDING means accepted (now, or by an earlier request): the saga undoes the
+    order. COMPLETED means too late; CANCELLED, already done.
+    """
+    status, _, cancel_reason = _status(tx, order_id)
+    if status is OrderStatus.PENDING and cancel_reason is not None:
+        return status  # asked before: the saga is already undoing it
+    return take_lock(tx, order_id, reason)
+
+
+def note_compensation_pending(tx: Tx, command: NoteCompensationPending) -> None:
+    """Tell the customer the truth while an undo waits for a person: still PENDING, and why."""
+    tx.execute(
+        "UPDATE orders SET reason = ?, updated_at = ? WHERE order_id = ? AND status = ?",
+        (f"compensation pending: {command.step}", tx.now, command.order_id, OrderStatus.PENDING),
+    )
 
 
 def cancel_order(tx: Tx, command: CancelOrder) -> None:

@@ -14,6 +14,7 @@ from modules.order.db import OrderBase
 from modules.order.handlers import (
     cancel_order,
     complete_order,
+    note_compensation_pending,
     record_customer,
     record_product,
     request_cancellation,
@@ -23,8 +24,13 @@ __all__ = ["build"]
 
 
 def build(
-    data_dir: Path, *, synchronous: str = "NORMAL", crash_points: CrashPoints | None = None
+    data_dir: Path,
+    *,
+    pivot: str = "complete",
+    synchronous: str = "NORMAL",
+    crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
+    """``pivot`` names the saga step whose success makes an order past cancelling."""
     db = Database(
         data_dir / "order.sqlite3",
         "order",
@@ -38,7 +44,8 @@ def build(
         contract.CompleteOrder.TYPE: complete_order,
         contract.CancelOrder.TYPE: cancel_order,
         contract.RequestCancellation.TYPE: request_cancellation,
+        contract.NoteCompensationPending.TYPE: note_compensation_pending,
         contract.RecordProduct.TYPE: record_product,
         contract.RecordCustomer.TYPE: record_customer,
     }
-    return ModuleHandle("order", db, commands, order_routes(db, waiters))
+    return ModuleHandle("order", db, commands, order_routes(db, waiters, pivot=pivot))

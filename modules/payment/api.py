@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Request, get, put
+from litestar import Request, get, patch, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
 from litestar.params import FromPath, JSONBody, PathParameter
@@ -13,7 +13,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
 from modules.payment.db import AccountRow
-from modules.payment.handlers import upsert_account
+from modules.payment.domain import AccountStatus
+from modules.payment.handlers import set_account_status, upsert_account
 from web.http import strict_body
 
 __all__ = ["AccountRequest", "AccountView", "payment_routes"]
@@ -22,12 +23,18 @@ __all__ = ["AccountRequest", "AccountView", "payment_routes"]
 class AccountRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     balance_cents: Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+    status: AccountStatus = AccountStatus.OPEN
 
 
 class AccountView(msgspec.Struct):
     customer_id: str
     name: str
     balance_cents: int
+    status: AccountStatus
+
+
+class AccountStatusRequest(msgspec.Struct, forbid_unknown_fields=True):
+    status: AccountStatus
 
 
 CustomerId = Annotated[
@@ -47,9 +54,26 @@ def payment_routes(db: Database) -> list[HTTPRouteHandler]:
         # Read-your-writes for the caller's next order: the order module learns
         # of the customer before this returns (in process, at least).
         await db.transact_delivered(
-            lambda tx: upsert_account(tx, customer_id, data.name, data.balance_cents)
+            lambda tx: upsert_account(tx, customer_id, data.name, data.balance_cents, data.status)
         )
-        return AccountView(customer_id, data.name, data.balance_cents)
+        return AccountView(customer_id, data.name, data.balance_cents, data.status)
+
+    @patch("/customers/{customer_id:str}", operation_id="patchCustomer", tags=["customers"])
+    async def patch_customer(
+        customer_id: CustomerId,
+        data: JSONBody[AccountStatusRequest],
+        request: Request[Any, Any, Any],
+    ) -> AccountView:
+        """Open or close a customer's account; only its status changes, never its balance.
+
+        A closed account is neither charged nor refunded: a refund waits (and its saga
+        may park) until the account is open again.
+        """
+        data = await strict_body(request, AccountStatusRequest)
+        found = await db.transact(lambda tx: set_account_status(tx, customer_id, data.status))
+        if found is None:
+            raise NotFoundException(f"customer {customer_id} not found")
+        return AccountView(customer_id, found[0], found[1], data.status)
 
     @get("/customers/{customer_id:str}", operation_id="getCustomer", tags=["customers"])
     async def get_customer(customer_id: FromPath[str]) -> AccountView:
@@ -58,6 +82,7 @@ def payment_routes(db: Database) -> list[HTTPRouteHandler]:
             row = await session.get(AccountRow, customer_id)
         if row is None:
             raise NotFoundException(f"customer {customer_id} not found")
-        return AccountView(row.customer_id, row.name, row.balance_cents)
+        status = AccountStatus(row.status or AccountStatus.OPEN)
+        return AccountView(row.customer_id, row.name, row.balance_cents, status)
 
-    return [put_customer, get_customer]
+    return [put_customer, patch_customer, get_customer]

@@ -15,6 +15,7 @@ __all__ = [
     "PaymentFailed",
     "PaymentRefunded",
     "ProcessPayment",
+    "RefundFailed",
     "RefundPayment",
 ]
 
@@ -42,7 +43,7 @@ class PaymentCompleted(Event, frozen=True, kw_only=True):
 class PaymentFailed(Failure, frozen=True, kw_only=True):
     """Emitted when an order could not be charged; nothing was taken.
 
-    ``reason`` is ``insufficient_funds``, ``unknown_customer``,
+    ``reason`` is ``insufficient_funds``, ``account_closed``, ``unknown_customer``,
     ``already_refunded`` (the order was compensated before the charge arrived)
     or ``injected_fault``.
     """
@@ -74,6 +75,18 @@ class PaymentRefunded(Compensated, frozen=True, kw_only=True):
     amount_cents: Cents
 
 
+class RefundFailed(Failure, frozen=True, kw_only=True):
+    """Emitted when a refund cannot be made now; nothing changed, and it may be asked again.
+
+    ``reason`` is ``account_closed``: the money goes back once the account is open.
+    """
+
+    TYPE = "payment.RefundFailed"
+    COMPENSATION = True
+    order_id: str
+    customer_id: str | None
+
+
 class CustomerUpdated(Event, frozen=True, kw_only=True):
     """Emitted when a customer's payment account is opened or renamed."""
 
@@ -89,5 +102,6 @@ MESSAGES: tuple[type[Message], ...] = (
     PaymentFailed,
     RefundPayment,
     PaymentRefunded,
+    RefundFailed,
     CustomerUpdated,
 )

@@ -22,6 +22,7 @@ class AccountRow(PaymentBase, table=True):
     customer_id: str = Field(primary_key=True)
     name: str
     balance_cents: int
+    status: str | None = None  # "open" (also when NULL) or "closed"
 
 
 class PaymentRow(PaymentBase, table=True):

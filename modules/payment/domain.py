@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["FailureReason", "PaymentStatus", "can_charge"]
+__all__ = ["AccountStatus", "FailureReason", "PaymentStatus", "can_charge"]
 
 
 class PaymentStatus(StrEnum):
@@ -15,7 +15,14 @@ class PaymentStatus(StrEnum):
     VOIDED = "VOIDED"
 
 
+class AccountStatus(StrEnum):
+    OPEN = "open"
+    # A closed account is neither charged nor refunded until it is open again.
+    CLOSED = "closed"
+
+
 class FailureReason(StrEnum):
+    ACCOUNT_CLOSED = "account_closed"
     INSUFFICIENT_FUNDS = "insufficient_funds"
     UNKNOWN_CUSTOMER = "unknown_customer"
     ALREADY_REFUNDED = "already_refunded"

@@ -10,11 +10,12 @@ from modules.payment.contract import (
     PaymentFailed,
     PaymentRefunded,
     ProcessPayment,
+    RefundFailed,
     RefundPayment,
 )
-from modules.payment.domain import FailureReason, PaymentStatus, can_charge
+from modules.payment.domain import AccountStatus, FailureReason, PaymentStatus, can_charge
 
-__all__ = ["process_payment", "refund_payment", "upsert_account"]
+__all__ = ["process_payment", "refund_payment", "set_account_status", "upsert_account"]
 
 
 def process_payment(tx: Tx, command: ProcessPayment, faults: FaultPlan) -> None:
@@ -36,12 +37,16 @@ def process_payment(tx: Tx, command: ProcessPayment, faults: FaultPlan) -> None:
                 )
             )
         return
-    account = tx.one("SELECT balance_cents FROM accounts WHERE customer_id = ?", (customer_id,))
+    account = tx.one(
+        "SELECT balance_cents, status FROM accounts WHERE customer_id = ?", (customer_id,)
+    )
     failure: FailureReason | None = None
     if faults.fails("payment", order_id):
         failure = FailureReason.INJECTED_FAULT
     elif account is None:
         failure = FailureReason.UNKNOWN_CUSTOMER
+    elif account[1] == AccountStatus.CLOSED:
+        failure = FailureReason.ACCOUNT_CLOSED
     elif not can_charge(account[0], amount):
         failure = FailureReason.INSUFFICIENT_FUNDS
     status = PaymentStatus.FAILED if failure else PaymentStatus.CHARGED
@@ -87,6 +92,13 @@ def refund_payment(tx: Tx, command: RefundPayment) -> None:
         )
         return
     status, customer_id, amount = PaymentStatus(row[0]), row[1], row[2]
+    if status is PaymentStatus.CHARGED and _closed(tx, customer_id):
+        tx.emit(
+            RefundFailed(
+                order_id=order_id, customer_id=customer_id, reason=FailureReason.ACCOUNT_CLOSED
+            )
+        )
+        return
     if status is PaymentStatus.CHARGED:
         tx.execute(
             "UPDATE accounts SET balance_cents = balance_cents + ? WHERE customer_id = ?",
@@ -109,14 +121,33 @@ def refund_payment(tx: Tx, command: RefundPayment) -> None:
     )
 
 
-def upsert_account(tx: Tx, customer_id: str, name: str, balance_cents: int) -> CustomerUpdated:
+def _closed(tx: Tx, customer_id: str) -> bool:
+    row = tx.one("SELECT status FROM accounts WHERE customer_id = ?", (customer_id,))
+    return row is not None and row[0] == AccountStatus.CLOSED
+
+
+def upsert_account(
+    tx: Tx,
+    customer_id: str,
+    name: str,
+    balance_cents: int,
+    status: AccountStatus = AccountStatus.OPEN,
+) -> CustomerUpdated:
     """Open or update a customer's account (an operator's action: it sets the balance)."""
     tx.execute(
-        "INSERT INTO accounts (customer_id, name, balance_cents) VALUES (?,?,?)"
+        "INSERT INTO accounts (customer_id, name, balance_cents, status) VALUES (?,?,?,?)"
         " ON CONFLICT (customer_id) DO UPDATE SET name = excluded.name,"
-        " balance_cents = excluded.balance_cents",
-        (customer_id, name, balance_cents),
+        " balance_cents = excluded.balance_cents, status = excluded.status",
+        (customer_id, name, balance_cents, status),
     )
     event = CustomerUpdated(customer_id=customer_id, name=name)
     tx.emit(event)
     return event
+
+
+def set_account_status(tx: Tx, customer_id: str, status: AccountStatus) -> tuple[str, int] | None:
+    """Open or close an account, leaving its balance alone; its name and balance, or None."""
+    row = tx.one("SELECT name, balance_cents FROM accounts WHERE customer_id = ?", (customer_id,))
+    if row is not None:
+        tx.execute("UPDATE accounts SET status = ? WHERE customer_id = ?", (status, customer_id))
+    return None if row is None else (str(row[0]), int(row[1]))
