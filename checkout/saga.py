@@ -244,7 +244,7 @@ def _on_compensated(
     if step.compensated is not None and message.TYPE == step.compensated.TYPE:
         return _undo_next(definition, state, state.to_undo[1:], state.reason or "")
     failed = {f.TYPE for f in step.compensation_failed}
-    if message.TYPE in failed and state.status is SagaStatus.COMPENSATING:
+    if message.TYPE in failed:
         # Not now: tried again when the step's timer fires (with backoff).
         assert isinstance(message, Failure)
         return Transition(_replace(state, last_error=message.reason), ())

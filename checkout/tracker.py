@@ -31,7 +31,7 @@ _NEWS = frozenset({SagaParked.TYPE, SagaResumed.TYPE, SagaResolved.TYPE})
 
 
 def labels_of(definition: SagaDefinition) -> dict[str, tuple[str, str, Role]]:
-    """message type -> (the step the saga is at after it, its status then, the type's role)."""
+    """message type -> (the step the saga awaits after it, its status then, the type's role)."""
     labels: dict[str, tuple[str, str, Role]] = {}
     for step in definition.steps:
         for message, role in step.messages():
@@ -44,6 +44,10 @@ def labels_of(definition: SagaDefinition) -> dict[str, tuple[str, str, Role]]:
                 labels[message.TYPE] = (step.name, "RUNNING", role)
             elif role is Role.COMPENSATED and step is definition.first:
                 labels[message.TYPE] = (step.name, "COMPENSATED", role)
+            elif role in (Role.FAILED, Role.COMPENSATED):
+                # What the saga awaits next: the undo of the step before.
+                undo = definition.undo_before(step) or step
+                labels[message.TYPE] = (undo.name, "COMPENSATING", role)
             else:
                 labels[message.TYPE] = (step.name, "COMPENSATING", role)
     return labels
