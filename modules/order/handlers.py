@@ -159,8 +159,8 @@ def cancel_by_customer(tx: Tx, order_id: str, reason: str) -> OrderStatus:
     order. COMPLETED means too late; CANCELLED, already done.
     """
     status, _, cancel_reason = _status(tx, order_id)
-    if status is OrderStatus.PENDING and cancel_reason is not None:
-        return status  # asked before: the saga is already undoing it
+    if status is not OrderStatus.PENDING or cancel_reason is not None:
+        return status  # finished, or asked before: nobody waits for an answer
     return take_lock(tx, order_id, reason)
 
 
