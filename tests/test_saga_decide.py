@@ -18,6 +18,7 @@ from checkout.saga import (
     DeadlineExceeded,
     Input,
     Reply,
+    Resolve,
     Retry,
     SagaState,
     SagaStatus,
@@ -253,13 +254,13 @@ def test_given_a_compensation_expect(step: str, kind: str) -> None:
     command = compensation.build(state.order, state.reason or "")
     inputs: dict[str, Input] = {
         "success": Reply(reply_to(command, True)),
-        "timeout": StepTimedOut(1),
+        "timeout": StepTimedOut(ATTEMPTS),
         "deadline": DeadlineExceeded(),
         "abort": Abort("again"),
     }
     transition = decide(CHECKOUT, state, inputs[kind])
     if kind == "timeout":
-        # A compensation must happen: sent again, whatever the attempts.
+        # A compensation must happen: sent again (until its attempts run out: parked).
         assert transition is not None
         assert [o.command.TYPE for o in transition.commands] == [command.TYPE]
         assert transition.state.attempt == state.attempt + 1
@@ -345,3 +346,54 @@ def test_any_outcomes_end_completed_or_compensated_in_reverse(
         assert state.reason
     if all(outcomes) and abort_at is None:
         assert state.status is SagaStatus.COMPLETED
+
+
+def _parked() -> SagaState:
+    """A saga whose refund was refused until its undo attempts ran out."""
+    state = undoing("payment")
+    refused = payment.RefundFailed(order_id="o1", customer_id="c1", reason="account_closed")
+    noted = decide(CHECKOUT, state, Reply(refused))
+    assert noted is not None
+    assert noted.commands == ()
+    assert noted.state.last_error == "account_closed"
+    state = noted.state
+    while state.status is SagaStatus.COMPENSATING:
+        timed_out = decide(CHECKOUT, state, StepTimedOut(ATTEMPTS))
+        assert timed_out is not None
+        state = timed_out.state
+    assert state.attempt == ATTEMPTS
+    return state
+
+
+def test_a_compensation_that_keeps_failing_parks_after_its_attempts() -> None:
+    state = _parked()
+    assert (state.status, state.step) == (SagaStatus.PARKED, "payment")
+    # Parked: no timer, deadline or abort moves it.
+    for event in (StepTimedOut(ATTEMPTS), DeadlineExceeded(), Abort("x")):
+        assert decide(CHECKOUT, state, event) is None
+
+
+def test_retry_resumes_a_parked_compensation_with_fresh_attempts_and_new_ids() -> None:
+    parked = _parked()
+    resumed = decide(CHECKOUT, parked, Retry())
+    assert resumed is not None
+    assert resumed.state.status is SagaStatus.COMPENSATING
+    (out,) = resumed.commands
+    assert isinstance(out.command, payment.RefundPayment)
+    assert out.attempt == parked.attempt + 1  # a new command id: not deduplicated away
+    again = decide(CHECKOUT, resumed.state, StepTimedOut(ATTEMPTS))
+    assert again is not None
+    assert again.state.status is SagaStatus.COMPENSATING  # the attempts count afresh
+    done = decide(CHECKOUT, resumed.state, Reply(reply_to(out.command, True)))
+    assert done is not None
+    assert (done.state.status, done.state.step) == (SagaStatus.COMPENSATING, "order")
+
+
+def test_resolve_goes_on_with_the_undo_before_and_only_when_parked() -> None:
+    parked = _parked()
+    resolved = decide(CHECKOUT, parked, Resolve("refunded by hand"))
+    assert resolved is not None
+    assert (resolved.state.status, resolved.state.step) == (SagaStatus.COMPENSATING, "order")
+    assert [o.command.TYPE for o in resolved.commands] == [order.CancelOrder.TYPE]
+    assert decide(CHECKOUT, resolved.state, Resolve("again")) is None
+    assert decide(CHECKOUT, awaiting("stock"), Resolve("not parked")) is None
