@@ -46,7 +46,7 @@ from checkout.operations import dead_letter_routes, saga_action_routes
 from checkout.policies import REFERENCE_DATA, SAGA_NEWS, reactions
 from checkout.policy import SagaTimeouts
 from modules import inventory, order, payment, shipping
-from modules.faults import FaultPlan
+from modules.faults import FaultPlan, StepFaults
 from modules.inventory import module as inventory_module
 from modules.order import module as order_module
 from modules.payment import module as payment_module
@@ -290,6 +290,11 @@ def build_system(
     orchestrate = settings.saga == "orchestration"
     data_dir = settings.data_dir
     faults = FaultPlan.parse(settings.faults, settings.fault_seed, steps=fault_steps(definitions))
+
+    def faults_of(module: str) -> StepFaults:
+        """A participant's faults: those of the steps it runs, by the current definition."""
+        return faults.for_steps([s.name for s in definitions.current.steps if s.module == module])
+
     crash = CrashPoints.parse(settings.crash_at)
     chaos = ChaosPlan.parse(settings.chaos, settings.chaos_seed)
     policy = RetryPolicy.parse(settings.retry)
@@ -305,14 +310,18 @@ def build_system(
         "order": lambda: order_module.build(
             data_dir, pivot=definitions.current.pivot.name, **common
         ),
-        "payment": lambda: payment_module.build(data_dir, faults=faults, **common),
-        "inventory": lambda: inventory_module.build(data_dir, faults=faults, **common),
+        "payment": lambda: payment_module.build(data_dir, faults=faults_of("payment"), **common),
+        "inventory": lambda: inventory_module.build(
+            data_dir, faults=faults_of("inventory"), **common
+        ),
         "shipping": lambda: shipping_module.build(
-            data_dir, countries=countries, faults=faults, **common
+            data_dir, countries=countries, faults=faults_of("shipping"), **common
         ),
     }
     for participant in flow.participants:
-        builders[participant.name] = partial(participant.build, data_dir, faults=faults, **common)
+        builders[participant.name] = partial(
+            participant.build, data_dir, faults=faults_of(participant.name), **common
+        )
     modules = [build() for name, build in builders.items() if name in wanted]
     tracker = None
     if "checkout" in wanted:

@@ -1,8 +1,9 @@
 """Seeded business faults: a test and demo hook every participant honours.
 
 Whether a step fails for an order is a pure function of the seed, the step
-and the order id. The step names are the saga definition's; ``main`` checks
-them against it, so nothing here lists them.
+and the order id. The step names are the saga definition's: ``main`` checks
+them against it and tells each participant which steps it runs, so no module
+names a step.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping
 
-__all__ = ["FaultPlan"]
+__all__ = ["NO_FAULTS", "FaultPlan", "StepFaults"]
 
 
 class FaultPlan:
@@ -56,3 +57,21 @@ class FaultPlan:
             return False
         digest = hashlib.blake2b(f"{self.seed}:{step}:{order_id}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64 < rate
+
+    def for_steps(self, steps: Collection[str]) -> StepFaults:
+        """What one participant sees: whether the steps it runs fail for an order."""
+        return StepFaults(self, tuple(steps))
+
+
+class StepFaults:
+    """The faults of the saga steps one participant runs (the composition root says which)."""
+
+    def __init__(self, plan: FaultPlan, steps: tuple[str, ...]) -> None:
+        self.plan = plan
+        self.steps = steps
+
+    def fails(self, order_id: str) -> bool:
+        return any(self.plan.fails(step, order_id) for step in self.steps)
+
+
+NO_FAULTS = StepFaults(FaultPlan(), ())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bus.sqlite import Tx
-from modules.faults import FaultPlan
+from modules.faults import StepFaults
 from modules.inventory.contract import (
     ProductUpdated,
     ReleaseStock,
@@ -35,7 +35,7 @@ def _record(
     )
 
 
-def reserve_stock(tx: Tx, command: ReserveStock, faults: FaultPlan) -> None:
+def reserve_stock(tx: Tx, command: ReserveStock, faults: StepFaults) -> None:
     """Hold every line of the order, all or nothing, once; a repeat gets the first outcome."""
     order_id = command.order_id
     row = tx.one("SELECT status, reason, sku FROM reservations WHERE order_id = ?", (order_id,))
@@ -55,7 +55,7 @@ def reserve_stock(tx: Tx, command: ReserveStock, faults: FaultPlan) -> None:
     )
     failure: tuple[FailureReason, str | None] | None = (
         (FailureReason.INJECTED_FAULT, None)
-        if faults.fails("stock", order_id)
+        if faults.fails(order_id)
         else shortfall(wanted, available)
     )
     if failure is not None:

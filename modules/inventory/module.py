@@ -9,7 +9,7 @@ from bus.consumer import Route
 from bus.faults import CrashPoints
 from bus.module import ModuleHandle
 from bus.sqlite import Database
-from modules.faults import FaultPlan
+from modules.faults import NO_FAULTS, StepFaults
 from modules.inventory import contract
 from modules.inventory.api import inventory_routes
 from modules.inventory.db import InventoryBase
@@ -21,7 +21,7 @@ __all__ = ["build"]
 def build(
     data_dir: Path,
     *,
-    faults: FaultPlan | None = None,
+    faults: StepFaults = NO_FAULTS,
     synchronous: str = "NORMAL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
@@ -33,7 +33,7 @@ def build(
         crash_points=crash_points,
     )
     commands: dict[str, Route] = {
-        contract.ReserveStock.TYPE: partial(reserve_stock, faults=faults or FaultPlan()),
+        contract.ReserveStock.TYPE: partial(reserve_stock, faults=faults),
         contract.ReleaseStock.TYPE: release_stock,
     }
     return ModuleHandle("inventory", db, commands, inventory_routes(db))

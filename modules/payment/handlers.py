@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bus.sqlite import Tx
-from modules.faults import FaultPlan
+from modules.faults import StepFaults
 from modules.payment.contract import (
     CustomerUpdated,
     PaymentCompleted,
@@ -18,7 +18,7 @@ from modules.payment.domain import AccountStatus, FailureReason, PaymentStatus, 
 __all__ = ["process_payment", "refund_payment", "set_account_status", "upsert_account"]
 
 
-def process_payment(tx: Tx, command: ProcessPayment, faults: FaultPlan) -> None:
+def process_payment(tx: Tx, command: ProcessPayment, faults: StepFaults) -> None:
     """Charge the order's amount at most once; a repeat gets the first outcome again."""
     order_id, customer_id, amount = command.order_id, command.customer_id, command.amount_cents
     row = tx.one("SELECT status, reason FROM payments WHERE order_id = ?", (order_id,))
@@ -41,7 +41,7 @@ def process_payment(tx: Tx, command: ProcessPayment, faults: FaultPlan) -> None:
         "SELECT balance_cents, status FROM accounts WHERE customer_id = ?", (customer_id,)
     )
     failure: FailureReason | None = None
-    if faults.fails("payment", order_id):
+    if faults.fails(order_id):
         failure = FailureReason.INJECTED_FAULT
     elif account is None:
         failure = FailureReason.UNKNOWN_CUSTOMER

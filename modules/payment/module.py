@@ -9,7 +9,7 @@ from bus.consumer import Route
 from bus.faults import CrashPoints
 from bus.module import ModuleHandle
 from bus.sqlite import Database
-from modules.faults import FaultPlan
+from modules.faults import NO_FAULTS, StepFaults
 from modules.payment import contract
 from modules.payment.api import payment_routes
 from modules.payment.db import PaymentBase
@@ -21,7 +21,7 @@ __all__ = ["build"]
 def build(
     data_dir: Path,
     *,
-    faults: FaultPlan | None = None,
+    faults: StepFaults = NO_FAULTS,
     synchronous: str = "NORMAL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
@@ -33,7 +33,7 @@ def build(
         crash_points=crash_points,
     )
     commands: dict[str, Route] = {
-        contract.ProcessPayment.TYPE: partial(process_payment, faults=faults or FaultPlan()),
+        contract.ProcessPayment.TYPE: partial(process_payment, faults=faults),
         contract.RefundPayment.TYPE: refund_payment,
     }
     return ModuleHandle("payment", db, commands, payment_routes(db))

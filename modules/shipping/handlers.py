@@ -7,7 +7,7 @@ import uuid
 import msgspec
 
 from bus.sqlite import Tx
-from modules.faults import FaultPlan
+from modules.faults import StepFaults
 from modules.shipping.contract import (
     CancelShipment,
     ScheduleShipment,
@@ -21,7 +21,7 @@ __all__ = ["cancel_shipment", "schedule_shipment"]
 
 
 def schedule_shipment(
-    tx: Tx, command: ScheduleShipment, countries: frozenset[str], faults: FaultPlan
+    tx: Tx, command: ScheduleShipment, countries: frozenset[str], faults: StepFaults
 ) -> None:
     """Schedule one shipment per order; a repeat gets the first outcome again."""
     order_id = command.order_id
@@ -38,7 +38,7 @@ def schedule_shipment(
         return
     country = command.destination.country
     failure: FailureReason | None = None
-    if faults.fails("shipping", order_id):
+    if faults.fails(order_id):
         failure = FailureReason.INJECTED_FAULT
     elif country not in countries:
         failure = FailureReason.COUNTRY_NOT_SERVED

@@ -9,7 +9,7 @@ from bus.consumer import Route
 from bus.faults import CrashPoints
 from bus.module import ModuleHandle
 from bus.sqlite import Database
-from modules.faults import FaultPlan
+from modules.faults import NO_FAULTS, StepFaults
 from modules.shipping import contract
 from modules.shipping.db import ShippingBase
 from modules.shipping.domain import DEFAULT_COUNTRIES
@@ -22,7 +22,7 @@ def build(
     data_dir: Path,
     *,
     countries: frozenset[str] = DEFAULT_COUNTRIES,
-    faults: FaultPlan | None = None,
+    faults: StepFaults = NO_FAULTS,
     synchronous: str = "NORMAL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
@@ -35,7 +35,7 @@ def build(
     )
     commands: dict[str, Route] = {
         contract.ScheduleShipment.TYPE: partial(
-            schedule_shipment, countries=countries, faults=faults or FaultPlan()
+            schedule_shipment, countries=countries, faults=faults
         ),
         contract.CancelShipment.TYPE: cancel_shipment,
     }

@@ -13,7 +13,7 @@ from bus.faults import CrashPoints
 from bus.module import ModuleHandle
 from bus.sqlite import Database, Tx
 from bus.tables import add_bus_tables
-from modules.faults import FaultPlan
+from modules.faults import NO_FAULTS, StepFaults
 from tests.fraud.contract import (
     CheckFraud,
     ClearanceRevoked,
@@ -45,11 +45,11 @@ class CheckRow(FraudBase, table=True):
 add_bus_tables(FraudBase.metadata)
 
 
-def check_fraud(tx: Tx, command: CheckFraud, faults: FaultPlan) -> None:
+def check_fraud(tx: Tx, command: CheckFraud, faults: StepFaults) -> None:
     row = tx.one("SELECT status, reason FROM checks WHERE order_id = ?", (command.order_id,))
     if row is None:
         reason = None
-        if faults.fails("fraud", command.order_id):
+        if faults.fails(command.order_id):
             reason = "injected_fault"
         elif command.amount_cents > LIMIT_CENTS:
             reason = "amount_too_high"
@@ -76,7 +76,7 @@ def revoke_clearance(tx: Tx, command: RevokeClearance) -> None:
 def build(
     data_dir: Path,
     *,
-    faults: FaultPlan | None = None,
+    faults: StepFaults = NO_FAULTS,
     synchronous: str = "NORMAL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
@@ -85,7 +85,7 @@ def build(
         synchronous=synchronous, crash_points=crash_points,
     )  # fmt: skip
     commands: dict[str, Route] = {
-        CheckFraud.TYPE: partial(check_fraud, faults=faults or FaultPlan()),
+        CheckFraud.TYPE: partial(check_fraud, faults=faults),
         RevokeClearance.TYPE: revoke_clearance,
     }
     return ModuleHandle("fraud", db, commands)
