@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -11,9 +12,18 @@ import anyio
 
 from bus.chaos import ChaosPlan, InjectedFaultError
 from bus.errors import BusError, MessageDecodeError, UnknownMessageTypeError
-from bus.messages import Envelope, MessageRegistry, Undecodable
+from bus.messages import (
+    ENVELOPE_COLUMNS,
+    Envelope,
+    MessageRegistry,
+    Undecodable,
+    channel,
+    envelope_from_row,
+    envelope_row,
+)
 from bus.retry import RetryPolicy
 from bus.sqlite import Database, Tx
+from telemetry import logs, metrics, tracing
 
 __all__ = ["Consumer", "Route"]
 
@@ -23,8 +33,11 @@ Route = Callable[[Tx, Any], None]
 """A handler as the consumer calls it: runs inside the module's transaction."""
 
 _OPEN = "('RETRYING', 'DEAD')"
-_COLUMNS = (
-    "message_id, type, version, correlation_id, causation_id, source, occurred_at, payload, context"
+_COLUMNS = ", ".join(ENVELOPE_COLUMNS)
+_PARK = (
+    f"INSERT OR IGNORE INTO dead_letter (consumer, {_COLUMNS}, status, error, attempts,"  # noqa: S608
+    " first_failed_at, next_attempt_at, dead_at)"
+    f" VALUES (?, {', '.join('?' for _ in ENVELOPE_COLUMNS)}, ?,?,?,?,?,?)"
 )
 
 
@@ -106,6 +119,32 @@ class Consumer:
 
     def _handle(self, envelope: Envelope, hung: bool, tx: Tx) -> bool:
         """Handle or park one envelope; True if it was handled (or was a duplicate)."""
+        token = logs.MESSAGE.set((self.name, envelope))
+        try:
+            if not tracing.ENABLED:
+                return self._handle_or_park(envelope, hung, tx)
+            with self._traced(envelope, 1, tx):
+                return self._handle_or_park(envelope, hung, tx)
+        finally:
+            logs.MESSAGE.reset(token)
+
+    @contextmanager
+    def _traced(self, envelope: Envelope, attempt: int, tx: Tx) -> Iterator[None]:
+        """A ``process`` span around one envelope; what it emits carries that span."""
+        with tracing.processing(
+            (envelope.traceparent, envelope.tracestate), destination=channel(envelope.message),
+            message_type=envelope.type, message_id=envelope.message_id,
+            order_id=envelope.correlation_id, consumer=self.name, attempt=attempt,
+            compensation=envelope.message.COMPENSATION,
+        ) as span:  # fmt: skip
+            saved, tx.trace, tx.error = tx.trace, tracing.context_of(span), None
+            try:
+                yield
+            finally:
+                tx.trace = saved
+            tracing.failed(span, tx.error)
+
+    def _handle_or_park(self, envelope: Envelope, hung: bool, tx: Tx) -> bool:
         conn = tx.conn
         conn.execute("SAVEPOINT handler")
         try:
@@ -117,6 +156,7 @@ class Consumer:
         except Exception as exc:  # noqa: BLE001 - the bus's delivery boundary: park, never drop
             conn.execute("ROLLBACK TO handler")
             conn.execute("RELEASE handler")
+            tx.error = exc
             self._park(tx, envelope, exc)
             return False
         conn.execute("RELEASE handler")
@@ -131,6 +171,7 @@ class Consumer:
                 (self.name, envelope.message_id, tx.now),
             ).rowcount
             if not inserted:
+                metrics.duplicate_dropped(self.name)
                 return
         if isinstance(envelope.message, Undecodable):
             raise MessageDecodeError(envelope.type, envelope.version, envelope.message.error)
@@ -148,15 +189,14 @@ class Consumer:
         behind = isinstance(error, _WaitingBehindError)
         retry = behind or (self.policy.is_transient(error) and self.policy.attempts > 1)
         if not behind:
-            log.warning("consumer %s: %s %s failed: %r", self.name, envelope.type,
-                        envelope.message_id, error)  # fmt: skip
+            metrics.handler_failed(self.name)
+            log.warning("consumer %s: %s %s of order %s failed, dead-lettered as %s: %r",
+                        self.name, envelope.type, envelope.message_id, envelope.correlation_id,
+                        "RETRYING" if retry else "DEAD", error)  # fmt: skip
         tx.execute(
-            f"INSERT OR IGNORE INTO dead_letter (consumer, {_COLUMNS}, status, error, attempts,"  # noqa: S608 - constant
-            " first_failed_at, next_attempt_at, dead_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            _PARK,
             (
-                self.name, envelope.message_id, envelope.type, envelope.version,
-                envelope.correlation_id, envelope.causation_id, envelope.source,
-                envelope.occurred_at, envelope.payload, envelope.context,
+                self.name, *envelope_row(envelope),
                 "RETRYING" if retry else "DEAD", None if behind else repr(error),
                 0 if behind else 1, tx.now,
                 tx.now + (0.0 if behind else self.policy.delay(1)) if retry else None,
@@ -213,19 +253,27 @@ class Consumer:
 
     def _retry(self, tx: Tx, row_id: int, attempt: int, fields: list[Any]) -> float | None:
         """One more attempt; return when this order's parked messages are next due."""
+        envelope = envelope_from_row(fields, self.registry)
+        token = logs.MESSAGE.set((self.name, envelope))
+        try:
+            if not tracing.ENABLED:
+                return self._retry_once(tx, row_id, attempt, envelope)
+            with self._traced(envelope, attempt, tx):
+                return self._retry_once(tx, row_id, attempt, envelope)
+        finally:
+            logs.MESSAGE.reset(token)
+
+    def _retry_once(self, tx: Tx, row_id: int, attempt: int, envelope: Envelope) -> float | None:
         conn = tx.conn
         conn.execute("SAVEPOINT retry")
         try:
-            message_id, type_, version, key, cause, source, at, payload, context = fields
-            message = self.registry.decode_or_undecodable(type_, version, payload, key)
-            envelope = Envelope(
-                message_id, type_, version, key, cause, source, at, payload, message, context
-            )
             tx.cause, tx.context = envelope, envelope.context
             self._apply(envelope, attempt, tx)
         except Exception as exc:  # noqa: BLE001 - the bus's delivery boundary
             conn.execute("ROLLBACK TO retry")
             conn.execute("RELEASE retry")
+            tx.error = exc
+            metrics.handler_failed(self.name)
             dead = attempt >= self.policy.attempts or not self.policy.is_transient(exc)
             due = None if dead else tx.now + self.policy.delay(attempt)
             tx.execute(
@@ -237,13 +285,14 @@ class Consumer:
                 ),
             )  # fmt: skip
             if dead:
-                log.error("consumer %s: message %s is dead after %d attempts: %r",
-                          self.name, fields[0], attempt, exc)  # fmt: skip
+                log.error("consumer %s: message %s of order %s is dead after %d attempts: %r",
+                          self.name, envelope.message_id, envelope.correlation_id, attempt,
+                          exc)  # fmt: skip
             return due
         finally:
             tx.cause = tx.context = None
         conn.execute("RELEASE retry")
-        self._resolve(tx, row_id, "DELIVERED", fields[3])
+        self._resolve(tx, row_id, "DELIVERED", envelope.correlation_id)
         return tx.now
 
     def _resolve(self, tx: Tx, row_id: int, status: str, key: str) -> None:

@@ -29,9 +29,15 @@ import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from bus.messages import Command, Envelope, MessageRegistry
+from bus.messages import (
+    Command,
+    Envelope,
+    MessageRegistry,
+    envelope_from_headers,
+    envelope_headers,
+)
 from bus.ports import BatchHandler, DeliveredCallback
 from bus.retry import backoff
 
@@ -68,6 +74,8 @@ class KafkaTransport:
         self._outgoing: list[tuple[list[Envelope], DeliveredCallback]] = []
         self._wakeup = asyncio.Event()
         self.published = 0
+        # Consumer lag after each committed batch: (group, topic, partition) -> records.
+        self.lag: dict[tuple[str, str, int], int] = {}
 
     # -- layout ----------------------------------------------------------------
 
@@ -149,7 +157,7 @@ class KafkaTransport:
                         self.topic_for(envelope.type),
                         value=envelope.payload,
                         key=envelope.correlation_id.encode(),
-                        headers=_headers(envelope),
+                        headers=envelope_headers(envelope),
                     )
                     for envelopes, _ in batch
                     for envelope in envelopes
@@ -196,9 +204,24 @@ class KafkaTransport:
                 ]
                 await self._handle(sub, batch)
                 await consumer.commit()
+                self._record_lag(consumer, sub, records)
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
+
+    def _record_lag(
+        self,
+        consumer: AIOKafkaConsumer,
+        sub: _Subscription,
+        records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        """Records left behind the committed batch, per partition (for the lag gauge)."""
+        group = f"{self.settings.prefix}{sub.name}"
+        for tp, partition_records in records.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None and partition_records:
+                lag = max(0, highwater - partition_records[-1].offset - 1)
+                self.lag[(group, tp.topic, tp.partition)] = lag
 
     async def _handle(self, sub: _Subscription, batch: list[Envelope]) -> None:
         failures = 0
@@ -216,39 +239,9 @@ class KafkaTransport:
     def _envelope(
         self, record: ConsumerRecord[bytes, bytes], sub: _Subscription
     ) -> Envelope | None:
-        headers = {name: value for name, value in record.headers}
-        type_name = headers.get("type", b"").decode()
-        if sub.types is not None and type_name not in sub.types:
-            return None
+        if sub.types is not None:
+            type_name = next((v for k, v in record.headers if k == "type"), b"").decode()
+            if type_name not in sub.types:
+                return None
         key = (record.key or b"").decode()
-        version = int(headers.get("version", b"0"))
-        payload = record.value or b""
-        message = self.registry.decode_or_undecodable(type_name, version, payload, key)
-        cause = headers.get("causation_id")
-        return Envelope(
-            message_id=headers.get("message_id", b"").decode(),
-            type=type_name,
-            version=version,
-            correlation_id=key,
-            causation_id=cause.decode() if cause else None,
-            source=headers.get("source", b"").decode(),
-            occurred_at=float(headers.get("occurred_at", b"0")),
-            payload=payload,
-            message=message,
-            context=headers.get("context") or None,
-        )
-
-
-def _headers(envelope: Envelope) -> list[tuple[str, bytes]]:
-    headers = [
-        ("message_id", envelope.message_id.encode()),
-        ("type", envelope.type.encode()),
-        ("version", str(envelope.version).encode()),
-        ("source", envelope.source.encode()),
-        ("occurred_at", repr(envelope.occurred_at).encode()),
-    ]
-    if envelope.causation_id is not None:
-        headers.append(("causation_id", envelope.causation_id.encode()))
-    if envelope.context is not None:
-        headers.append(("context", envelope.context))
-    return headers
+        return envelope_from_headers(record.headers, key, record.value or b"", self.registry)

@@ -9,7 +9,7 @@ never a Python import path, so stored messages survive refactoring.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -18,6 +18,7 @@ import msgspec
 from bus.errors import BusError, MessageDecodeError, UnknownMessageTypeError
 
 __all__ = [
+    "ENVELOPE_COLUMNS",
     "Command",
     "Compensated",
     "Envelope",
@@ -27,6 +28,11 @@ __all__ = [
     "MessageRegistry",
     "Undecodable",
     "Upcaster",
+    "channel",
+    "envelope_from_headers",
+    "envelope_from_row",
+    "envelope_headers",
+    "envelope_row",
     "new_id",
 ]
 
@@ -103,7 +109,12 @@ class Envelope:
     ``message`` itself. ``context`` is opaque to the modules: it carries the
     saga's data (the order as created) from event to event, the way a tracing
     header travels, so that choreography can build its commands (see
-    ``checkout.choreography``).
+    ``checkout.choreography``). ``traceparent`` and ``tracestate`` are the W3C
+    trace context of the span that emitted the message (None when tracing is
+    off), so that the span that handles it joins the same trace.
+
+    How an envelope maps to a table row and to Kafka record headers is declared
+    once, below (``ENVELOPE_COLUMNS`` and the four functions next to it).
     """
 
     message_id: str
@@ -117,6 +128,78 @@ class Envelope:
     message: Message
     context: bytes | None = None
     seq: int = field(default=0, compare=False)
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+# The envelope as stored in the outbox and dead_letter tables (and, minus
+# ``payload`` and ``correlation_id``, which are the record's value and key, as
+# Kafka headers): one column per field, in this order. ``message`` is decoded
+# from ``payload``; ``seq`` is the outbox's own row number.
+ENVELOPE_COLUMNS = (
+    "message_id",
+    "type",
+    "version",
+    "correlation_id",
+    "causation_id",
+    "source",
+    "occurred_at",
+    "payload",
+    "context",
+    "traceparent",
+    "tracestate",
+)
+_HEADER_FIELDS = tuple(c for c in ENVELOPE_COLUMNS if c not in ("payload", "correlation_id"))
+_FROM_TEXT: dict[str, Callable[[bytes], Any]] = {
+    "version": int,
+    "occurred_at": float,
+    "context": bytes,
+}
+
+
+def envelope_row(envelope: Envelope) -> tuple[Any, ...]:
+    """The envelope's values in ``ENVELOPE_COLUMNS`` order, for an INSERT."""
+    return tuple(getattr(envelope, name) for name in ENVELOPE_COLUMNS)
+
+
+def envelope_from_row(row: Sequence[Any], registry: MessageRegistry, *, seq: int = 0) -> Envelope:
+    """The envelope of a row selected in ``ENVELOPE_COLUMNS`` order.
+
+    A payload this build cannot read becomes ``Undecodable`` (see there).
+    """
+    values = dict(zip(ENVELOPE_COLUMNS, row, strict=True))
+    values["message"] = registry.decode_or_undecodable(
+        values["type"], values["version"], values["payload"], values["correlation_id"]
+    )
+    return Envelope(**values, seq=seq)
+
+
+def envelope_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+    """Kafka record headers for an envelope (its payload and key go as value and key)."""
+    headers = []
+    for name in _HEADER_FIELDS:
+        value = getattr(envelope, name)
+        if value is None:
+            continue
+        if isinstance(value, float):
+            value = repr(value)
+        headers.append((name, value if isinstance(value, bytes) else str(value).encode()))
+    return headers
+
+
+def envelope_from_headers(
+    headers: Iterable[tuple[str, bytes]], key: str, payload: bytes, registry: MessageRegistry
+) -> Envelope:
+    """The envelope of a Kafka record (missing headers take their defaults)."""
+    values: dict[str, Any] = dict.fromkeys(_HEADER_FIELDS)
+    values.update(version=0, occurred_at=0.0, message_id="", type="", source="")
+    for name, raw in headers:
+        if name in values and raw is not None:
+            values[name] = _FROM_TEXT.get(name, bytes.decode)(raw)
+    values["message"] = registry.decode_or_undecodable(
+        values["type"], values["version"], payload, key
+    )
+    return Envelope(**values, correlation_id=key, payload=payload)
 
 
 class MessageRegistry:
@@ -185,6 +268,13 @@ class MessageRegistry:
             return msgspec.convert(data, message_type)
         except (msgspec.DecodeError, msgspec.ValidationError, KeyError) as exc:
             raise MessageDecodeError(type_name, version, str(exc)) from exc
+
+
+def channel(message: Message) -> str:
+    """The logical destination of a message: ``<module>.commands`` or ``<module>.events``
+    (the Kafka topic, without its prefix)."""
+    kind = "commands" if isinstance(message, Command) else "events"
+    return f"{message.TYPE.partition('.')[0]}.{kind}"
 
 
 def encode(message: Message) -> bytes:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
-from bus.messages import Envelope, MessageRegistry
+from bus.messages import ENVELOPE_COLUMNS, Envelope, MessageRegistry, envelope_from_row
 from bus.ports import Transport
 from bus.sqlite import Database, Tx
+from telemetry import metrics
 
 __all__ = ["OutboxRelay"]
 
@@ -34,13 +36,15 @@ class OutboxRelay:
         self._delivered: list[int] = []
         self._mark_queued = False
         self._waiters: dict[str, anyio.Event] = {}
-        self._in_flight: set[str] = set()  # published, not yet delivered
+        # Published, not yet delivered: message id -> when it was published.
+        self._in_flight: dict[str, float] = {}
         self._lock = threading.Lock()
         db.commit_hooks.append(self.publish)
         db.wait_delivered = self.wait_delivered
 
     def publish(self, envelopes: Sequence[Envelope]) -> None:
-        self._in_flight.update(envelope.message_id for envelope in envelopes)
+        now = time.perf_counter()
+        self._in_flight.update((envelope.message_id, now) for envelope in envelopes)
         self.transport.publish(envelopes, self._on_delivered)
         if self.db.crash_points is not None:
             self.db.crash_points.reached(f"after-publish:{self.db.name}")
@@ -53,11 +57,16 @@ class OutboxRelay:
             submit, self._mark_queued = not self._mark_queued, True
         if submit:
             self.db.submit(self._mark_dispatched)
+        now = time.perf_counter()
+        latencies = []
         for envelope in envelopes:
-            self._in_flight.discard(envelope.message_id)
+            published = self._in_flight.pop(envelope.message_id, None)
+            if published is not None:
+                latencies.append(now - published)
             waiter = self._waiters.pop(envelope.message_id, None)
             if waiter is not None:
                 waiter.set()
+        metrics.relayed(self.db.name, latencies)
 
     def _mark_dispatched(self, tx: Tx) -> None:
         # Runs in the writer thread as part of the next group commit. (If that
@@ -88,31 +97,16 @@ class OutboxRelay:
 
         def load(tx: Tx) -> list[Any]:
             return tx.execute(
-                "SELECT seq, message_id, type, version, correlation_id, causation_id, source,"
-                " occurred_at, payload, context FROM outbox WHERE dispatched_at IS NULL"
-                " ORDER BY seq"
+                f"SELECT seq, {', '.join(ENVELOPE_COLUMNS)} FROM outbox"  # noqa: S608 - constant
+                " WHERE dispatched_at IS NULL ORDER BY seq"
             ).fetchall()
 
-        envelopes = []
-        for (
-            seq,
-            message_id,
-            type_,
-            version,
-            corr,
-            cause,
-            source,
-            at,
-            payload,
-            ctx,
-        ) in await self.db.transact(load):
-            # A row this build cannot read is still delivered, as Undecodable:
-            # its consumers park it as a dead letter where an operator sees it.
-            message = self.registry.decode_or_undecodable(type_, version, payload, corr)
-            envelope = Envelope(
-                message_id, type_, version, corr, cause, source, at, payload, message, ctx, seq=seq
-            )
-            envelopes.append(envelope)
+        # A row this build cannot read is still delivered, as Undecodable:
+        # its consumers park it as a dead letter where an operator sees it.
+        envelopes = [
+            envelope_from_row(row, self.registry, seq=seq)
+            for seq, *row in await self.db.transact(load)
+        ]
         if envelopes:
             log.info("relay %s: publishing %d undispatched messages", self.db.name, len(envelopes))
             self.publish(envelopes)

@@ -34,7 +34,8 @@ from sqlalchemy import Connection, MetaData, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bus.faults import CrashPoints
-from bus.messages import Envelope, Message, new_id
+from bus.messages import ENVELOPE_COLUMNS, Envelope, Message, channel, envelope_row, new_id
+from telemetry import metrics, tracing
 
 __all__ = ["Database", "Outcome", "Tx"]
 
@@ -42,6 +43,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 512
+_INSERT_OUTBOX = (
+    f"INSERT INTO outbox ({', '.join(ENVELOPE_COLUMNS)})"  # noqa: S608 - constant
+    f" VALUES ({', '.join('?' for _ in ENVELOPE_COLUMNS)})"
+)
 
 
 class Outcome(Generic[T]):
@@ -65,13 +70,23 @@ class Tx:
     ``emit`` writes the message to the outbox in this same transaction; the
     relay publishes it only after the commit. ``cause`` is the envelope being
     handled, if any: emitted messages record it as their causation and carry
-    its saga context along.
+    its saga context along. ``trace`` is the trace context of the span the
+    job runs in (the caller's, or the handler's), which emitted messages carry.
     """
 
-    __slots__ = ("_db", "cause", "conn", "context", "emitted", "now")
+    __slots__ = ("_db", "cause", "conn", "context", "emitted", "error", "now", "trace")
 
-    def __init__(self, db: Database, conn: sqlite3.Connection, cause: Envelope | None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        conn: sqlite3.Connection,
+        cause: Envelope | None,
+        trace: tracing.TraceContext = (None, None),
+    ) -> None:
         self._db = db
+        self.trace = trace
+        # The error a consumer's handler failed with, if any (for its span).
+        self.error: BaseException | None = None
         self.conn = conn
         self.cause = cause
         # The saga context that emitted messages carry on (see Envelope.context).
@@ -94,13 +109,21 @@ class Tx:
         context: bytes | None = None,
     ) -> Envelope:
         cause = self.cause
+        message_id = message_id or new_id()
         payload = msgspec.json.encode(message)
         if context is None:
             context = self.context
         if context is None and cause is None and self._db.context_for is not None:
             context = self._db.context_for(self, message, payload)
-        row = (
-            message_id or new_id(),
+        trace: tracing.TraceContext = (None, None)
+        if tracing.ENABLED:
+            trace = tracing.message_created(
+                self.trace, destination=channel(message), message_type=message.TYPE,
+                message_id=message_id, order_id=message.key, module=self._db.name,
+                compensation=message.COMPENSATION,
+            )  # fmt: skip
+        envelope = Envelope(
+            message_id,
             message.TYPE,
             message.VERSION,
             message.key,
@@ -108,14 +131,14 @@ class Tx:
             self._db.name,
             self.now,
             payload,
+            message,
             context,
+            traceparent=trace[0],
+            tracestate=trace[1],
         )
-        cursor = self.conn.execute(
-            "INSERT INTO outbox (message_id, type, version, correlation_id, causation_id,"
-            " source, occurred_at, payload, context) VALUES (?,?,?,?,?,?,?,?,?)",
-            row,
-        )
-        envelope = Envelope(*row[:8], message=message, context=context, seq=cursor.lastrowid or 0)
+        cursor = self.conn.execute(_INSERT_OUTBOX, envelope_row(envelope))
+        # The row number is known only now; the envelope is not shared yet.
+        object.__setattr__(envelope, "seq", cursor.lastrowid or 0)
         self.emitted.append(envelope)
         return envelope
 
@@ -132,13 +155,22 @@ def _add_missing_columns(connection: Connection, metadata: MetaData) -> None:
                 )
 
 
+def _add_missing_indexes(connection: Connection, metadata: MetaData) -> None:
+    """Create the indexes a newer build declares on tables an older one created."""
+    for table in metadata.sorted_tables:
+        for index in table.indexes:
+            index.create(connection, checkfirst=True)
+
+
 class _Job:
-    __slots__ = ("cause", "fn", "outcome")
+    __slots__ = ("cause", "fn", "outcome", "trace")
 
     def __init__(self, fn: Callable[[Tx], Any], cause: Envelope | None) -> None:
         self.fn = fn
         self.cause = cause
         self.outcome: Outcome[Any] = Outcome()
+        # The caller's span (an HTTP request): the job runs in another thread.
+        self.trace = tracing.current() if tracing.ENABLED else (None, None)
 
 
 class _Group:
@@ -218,6 +250,7 @@ class Database:
             self.metadata.create_all(engine)
             with engine.begin() as connection:
                 _add_missing_columns(connection, self.metadata)
+                _add_missing_indexes(connection, self.metadata)
         finally:
             engine.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -304,10 +337,11 @@ class Database:
         assert conn is not None, "database is not open"
         emitted: list[Envelope] = []
         jobs = [job for group in batch for job in group.jobs]
+        started = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
-                tx = Tx(self, conn, job.cause)
+                tx = Tx(self, conn, job.cause, job.trace)
                 conn.execute("SAVEPOINT job")
                 try:
                     job.outcome.value = job.fn(tx)
@@ -332,6 +366,7 @@ class Database:
             log.exception("commit failed on %s", self.name)
             return []
         self.commits += 1
+        metrics.committed(self.name, len(jobs), time.perf_counter() - started)
         if self.crash_points is not None and emitted:
             self.crash_points.reached(f"after-commit:{self.name}")
         return emitted

@@ -35,6 +35,8 @@ def add_bus_tables(metadata: MetaData) -> None:
         Column("occurred_at", Float, nullable=False),
         Column("payload", LargeBinary, nullable=False),
         Column("context", LargeBinary),
+        Column("traceparent", String),
+        Column("tracestate", String),
         Column("dispatched_at", Float),
         sqlite_autoincrement=True,
     )
@@ -77,6 +79,8 @@ def add_bus_tables(metadata: MetaData) -> None:
         Column("occurred_at", Float, nullable=False),
         Column("payload", LargeBinary, nullable=False),
         Column("context", LargeBinary),
+        Column("traceparent", String),
+        Column("tracestate", String),
         Column("status", String, nullable=False),
         Column("error", Text),
         Column("attempts", Integer, nullable=False),
@@ -93,3 +97,10 @@ def add_bus_tables(metadata: MetaData) -> None:
         metadata.tables["dead_letter"].c.id,
         sqlite_where=text("status IN ('RETRYING', 'DEAD')"),
     )
+    # The dead-letter gauges count rows by consumer and status at every scrape.
+    Index(
+        "dead_letter_by_status",
+        metadata.tables["dead_letter"].c.consumer,
+        metadata.tables["dead_letter"].c.status,
+    )
+

@@ -1,0 +1,279 @@
+"""OpenTelemetry traces: one trace per order, across modules and processes.
+
+Off by default. ``configure`` turns it on when ``--tracing`` is given or the
+standard environment asks for spans (``OTEL_TRACES_EXPORTER`` other than
+``none``, or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
+``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); ``SAGA_TRACES_FILE`` (a debugging and
+test aid) writes every span as a JSON line to that file instead. Everything
+else (service name, sampler, resource, OTLP headers) comes from the standard
+``OTEL_*`` variables the SDK reads itself.
+
+While off, ``ENABLED`` is False and the bus checks it before calling anything
+here: no span object is created on the hot path.
+
+The W3C trace context (``traceparent``, ``tracestate``) travels in each
+envelope. A message's ``create`` span (PRODUCER) is a child of the span that
+emitted it (the HTTP request, or the handler of the message that caused it);
+the ``process`` span (CONSUMER) of each subscription that handles it is a
+child of that ``create`` span. So parent links follow causation, and an
+order's spans share the trace id of the request that placed it.
+
+The bus's spans run in the database's writer thread, many messages per
+transaction, so their context is passed explicitly (as trace context strings)
+rather than through the asyncio task's context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+__all__ = [
+    "ENABLED",
+    "TraceContext",
+    "configure",
+    "current",
+    "enabled_by_environment",
+    "message_created",
+    "processing",
+    "shutdown",
+]
+
+TraceContext = tuple[str | None, str | None]
+"""A W3C ``(traceparent, tracestate)`` pair as carried by an envelope."""
+
+ENABLED = False
+"""True once ``configure`` turned tracing on; the bus checks it before any call here."""
+
+MESSAGING_SYSTEM = "saga-bus"
+"""``messaging.system`` of the bus's spans: ``kafka``, or ``saga-bus`` in process."""
+
+_NONE: TraceContext = (None, None)
+_propagator = TraceContextTextMapPropagator()
+_provider: TracerProvider | None = None
+_tracer: trace.Tracer = trace.NoOpTracer()
+_steps: Mapping[str, str] = {}
+
+
+def enabled_by_environment(environ: Mapping[str, str] = os.environ) -> bool:
+    """True when the standard variables (or ``SAGA_TRACES_FILE``) ask for spans."""
+    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+    return bool(
+        (exporter and exporter != "none")
+        or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environ.get("SAGA_TRACES_FILE")
+    )
+
+
+class JsonLinesExporter(SpanExporter):
+    """Writes each span as one JSON line (the SDK's own JSON form of a span)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        for span in spans:
+            self.out.write(json.dumps(json.loads(span.to_json())) + "\n")
+        self.out.flush()
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.out.close()
+
+
+def _exporter_from_environment() -> tuple[SpanExporter, bool]:
+    """The exporter the environment asks for, and whether to export synchronously."""
+    path = os.environ.get("SAGA_TRACES_FILE")
+    if path:
+        return JsonLinesExporter(Path(path).open("a", encoding="utf-8")), True
+    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "console":
+        return ConsoleSpanExporter(), False
+    # Imported here: the OTLP exporter pulls protobuf, needed only when used.
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(), False
+
+
+def configure(
+    *,
+    enabled: bool,
+    service_name: str = "saga-checkout",
+    messaging_system: str = "saga-bus",
+    steps: Mapping[str, str] | None = None,
+    exporter: SpanExporter | None = None,
+) -> TracerProvider | None:
+    """Turn tracing on (returning the provider) or off.
+
+    ``exporter`` (tests: the SDK's ``InMemorySpanExporter``) replaces the one the
+    environment names, and exports synchronously. ``steps`` maps message types
+    to the saga step they belong to, for the ``saga.step`` attribute.
+    """
+    global ENABLED, MESSAGING_SYSTEM, _provider, _steps, _tracer
+    shutdown()
+    MESSAGING_SYSTEM = messaging_system
+    _steps = dict(steps or {})
+    if not enabled:
+        return None
+    synchronous = True
+    if exporter is None:
+        exporter, synchronous = _exporter_from_environment()
+    service = os.environ.get("OTEL_SERVICE_NAME") or service_name
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    processor = SimpleSpanProcessor(exporter) if synchronous else BatchSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    _provider, _tracer, ENABLED = provider, provider.get_tracer("saga-checkout"), True
+    return provider
+
+
+def shutdown() -> None:
+    """Flush and stop the exporter; tracing is off afterwards."""
+    global ENABLED, _provider, _tracer
+    ENABLED = False
+    _tracer = trace.NoOpTracer()
+    if _provider is not None:
+        _provider.shutdown()
+        _provider = None
+
+
+def provider() -> TracerProvider | None:
+    return _provider
+
+
+def _inject(span: Span) -> TraceContext:
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier.get("traceparent"), carrier.get("tracestate")
+
+
+def _extract(parent: TraceContext) -> otel_context.Context | None:
+    traceparent, tracestate = parent
+    if traceparent is None:
+        return None
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
+    return _propagator.extract(carrier)
+
+
+def current() -> TraceContext:
+    """The trace context of the current span (of this task or thread), if any."""
+    span = trace.get_current_span()
+    if not span.get_span_context().is_valid:
+        return _NONE
+    return _inject(span)
+
+
+def _message_attributes(
+    *,
+    operation: str,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    module: str,
+    compensation: bool,
+) -> dict[str, Any]:
+    return {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": destination,
+        "messaging.message.id": message_id,
+        "saga.order_id": order_id,
+        "saga.message_type": message_type,
+        "saga.module": module,
+        "saga.step": _steps.get(message_type, ""),
+        "saga.compensation": compensation,
+    }
+
+
+def message_created(
+    parent: TraceContext,
+    *,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    module: str,
+    compensation: bool,
+) -> TraceContext:
+    """Record a ``create`` span for an emitted message; return its context for the envelope.
+
+    Without a parent (a timer or a start-up job emitting), the message starts a trace.
+    """
+    span = _tracer.start_span(
+        f"create {destination}",
+        context=_extract(parent),
+        kind=SpanKind.PRODUCER,
+        attributes=_message_attributes(
+            operation="create", destination=destination, message_type=message_type,
+            message_id=message_id, order_id=order_id, module=module, compensation=compensation,
+        ),
+    )  # fmt: skip
+    span.end()
+    return _inject(span)
+
+
+@contextmanager
+def processing(
+    parent: TraceContext,
+    *,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    consumer: str,
+    attempt: int,
+    compensation: bool,
+) -> Iterator[Span]:
+    """A ``process`` span (CONSUMER) around a handler, current in this thread meanwhile."""
+    attributes = _message_attributes(
+        operation="process", destination=destination, message_type=message_type,
+        message_id=message_id, order_id=order_id, module=consumer, compensation=compensation,
+    )  # fmt: skip
+    attributes["messaging.consumer.group.name"] = consumer
+    attributes["saga.attempt"] = attempt
+    span = _tracer.start_span(
+        f"process {destination}",
+        context=_extract(parent),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    finally:
+        otel_context.detach(token)
+        span.end()
+
+
+def failed(span: Span, error: BaseException | None) -> None:
+    """Mark a span as failed with ``error.type`` (nothing if ``error`` is None)."""
+    if error is None:
+        return
+    span.set_attribute("error.type", type(error).__qualname__)
+    span.set_status(Status(StatusCode.ERROR, str(error)))
+
+
+def context_of(span: Span) -> TraceContext:
+    """The trace context to carry on from ``span``."""
+    return _inject(span)
