@@ -23,7 +23,11 @@ import uvicorn
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from bus.chaos import ChaosPlan, ChaosTransport
 from bus.consumer import Consumer, Route
@@ -52,6 +56,7 @@ from modules.order import module as order_module
 from modules.payment import module as payment_module
 from modules.shipping import module as shipping_module
 from modules.shipping.domain import parse_countries
+from telemetry import logs, metrics, tracing
 
 log = logging.getLogger("checkout")
 
@@ -184,6 +189,19 @@ class Settings:
     chaos_seed: int = _option(0)
     flow: str = _option("", argparse.SUPPRESS, type=_checked(load_flow))
     log_level: str = _option("INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    log_format: str = _option(
+        "text",
+        "text (default: for a terminal) or json (one object per line, for a log pipeline)",
+        choices=["text", "json"],
+    )
+    access_log: bool = _option(False, "log every HTTP request (uvicorn's access log)",
+                               action="store_true")  # fmt: skip
+    tracing: bool = _option(
+        False,
+        "export OpenTelemetry spans (OTLP, configured by the standard OTEL_* variables);"
+        " also on when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set",
+        action="store_true",
+    )
 
 
 @dataclass
@@ -287,6 +305,14 @@ def build_system(
         **{p.name: p.messages for p in flow.participants},
     }  # fmt: skip
     definitions.validate(contracts)
+    metrics.configure(style=settings.saga)
+    tracing.name_steps(
+        {
+            m.TYPE: step.name
+            for step in reversed(definitions.current.steps)
+            for m, _ in step.messages()
+        }
+    )
     orchestrate = settings.saga == "orchestration"
     data_dir = settings.data_dir
     faults = FaultPlan.parse(settings.faults, settings.fault_seed, steps=fault_steps(definitions))
@@ -383,6 +409,21 @@ def create_app(
             status_code=200 if ok else HTTP_503_SERVICE_UNAVAILABLE,
         )
 
+    metrics_registry = metrics.app_registry(
+        metrics.DatabaseCollector(
+            {module.name: module.db.path for module in system.modules},
+            checkout=system.checkout.db.path if system.checkout is not None else None,
+            stuck_after=settings.stuck_after,
+            kafka_lag=_kafka_lag(system.transport),
+        )
+    )
+
+    @get("/metrics", operation_id="metrics", tags=["system"], media_type=CONTENT_TYPE_LATEST)
+    async def metrics_route() -> Response[bytes]:
+        """Prometheus metrics of this process's modules (text format)."""
+        body = await anyio.to_thread.run_sync(metrics.render, metrics_registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     def bad_input(request: Request[Any, Any, Any], exc: msgspec.DecodeError) -> Response[Any]:
         return Response(
             {"status_code": HTTP_400_BAD_REQUEST, "detail": f"Validation failed: {exc}"},
@@ -407,6 +448,7 @@ def create_app(
     checkout = system.checkout
     handlers = [
         health,
+        metrics_route,
         *(h for m in system.modules for h in m.route_handlers),
         *(saga_action_routes(checkout.db) if checkout is not None else ()),
         *dead_letter_routes(system.consumers),
@@ -418,9 +460,45 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # main() configures logging for the whole process
         openapi_config=OpenAPIConfig(title="Saga checkout", version="0.1.0"),
+        plugins=_tracing_plugins(),
+        before_request=_name_server_span if tracing.ENABLED else None,
     )
     app.state.system = system
     return app
+
+
+def _kafka_lag(transport: Transport) -> Callable[[], dict[tuple[str, str, int], int]] | None:
+    inner = getattr(transport, "inner", transport)  # under ChaosTransport
+    if isinstance(inner, KafkaTransport):
+        return lambda: dict(inner.lag)
+    return None
+
+
+def _tracing_plugins() -> list[OpenTelemetryPlugin]:
+    """The HTTP server spans, when tracing is on (nothing is added while it is off)."""
+    provider = tracing.provider()
+    if provider is None:
+        return []
+    config = OpenTelemetryConfig(
+        tracer_provider=provider,
+        exclude_spans=["receive", "send"],
+        scope_span_details_extractor=_route_span_name,
+    )
+    return [OpenTelemetryPlugin(config)]
+
+
+def _route_span_name(scope: Any) -> tuple[str, dict[str, str]]:
+    """The server span's name until routing names it (``_name_server_span``): the
+    method only, never the raw path with its ids."""
+    return str(scope.get("method", "HTTP")), {}
+
+
+async def _name_server_span(request: Request[Any, Any, Any]) -> None:
+    """Name the server span ``{method} {route}`` once the route is known."""
+    route = request.scope.get("path_template") or ""
+    span = trace.get_current_span()
+    span.update_name(f"{request.method} {route}")
+    span.set_attribute("http.route", route)
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -428,7 +506,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     for option in fields(Settings):
         extra = dict(option.metadata)
-        if "type" not in extra and "choices" not in extra and option.default is not None:
+        if not {"type", "choices", "action"} & extra.keys() and option.default is not None:
             extra["type"] = type(option.default)
         parser.add_argument(
             f"--{option.name.replace('_', '-')}", dest=option.name, default=option.default, **extra
@@ -454,15 +532,30 @@ def diagram(argv: list[str]) -> str:
     return render(definition, (args.saga,) if args.saga else STYLES)
 
 
+def configure_tracing(settings: Settings, exporter: SpanExporter | None = None) -> bool:
+    """Turn tracing on if asked (option, environment, or an explicit exporter); True if on."""
+    enabled = settings.tracing or exporter is not None or tracing.enabled_by_environment()
+    modules = sorted(parse_modules(settings.modules))
+    tracing.configure(
+        enabled=enabled,
+        service_name="saga-checkout"
+        if len(modules) == len(MODULES)
+        else "saga-" + "-".join(modules),
+        messaging_system="kafka" if settings.bus == "kafka" else "saga-bus",
+        destination_prefix=settings.kafka_prefix,
+        exporter=exporter,
+    )
+    return enabled
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["diagram"]:
         print(diagram(argv[1:]), end="")  # noqa: T201 - the command's output
         return
     settings = parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(settings.log_format, settings.log_level)
+    configure_tracing(settings)
     try:
         app = create_app(settings)
     except DefinitionError as exc:
@@ -472,10 +565,14 @@ def main(argv: list[str] | None = None) -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        access_log=False,
+        log_config=None,  # logs.configure set up every logger, uvicorn's included
+        access_log=settings.access_log,
         lifespan="on",
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        tracing.shutdown()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from checkout.contract import (
 )
 from checkout.definition import Definitions, Role, SagaDefinition
 from checkout.policy import SagaTimeouts
+from telemetry import metrics
 
 __all__ = ["SagaTracker", "labels_of"]
 
@@ -83,7 +84,9 @@ class SagaTracker:
     def _advance(self, tx: Tx, envelope: Envelope) -> None:
         saga_id = envelope.correlation_id
         row = tx.one(
-            "SELECT status, definition_version FROM tracked_sagas WHERE saga_id = ?", (saga_id,)
+            "SELECT status, definition_version, step, started_at, updated_at FROM tracked_sagas"
+            " WHERE saga_id = ?",
+            (saga_id,),
         )
         if envelope.context is not None:
             version = decode_context(envelope.context)[0]
@@ -140,3 +143,7 @@ class SagaTracker:
                     event_id, version, tx.now, saga_id,
                 ),
             )  # fmt: skip
+        else:
+            return
+        before = None if row is None else (row[0], row[2], row[3], row[4])
+        metrics.saga_transition(before, status, step, envelope.occurred_at, tx.now)

@@ -11,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
 from checkout.db import TrackedSagaRow
+from telemetry import metrics
 
 __all__ = ["stuck_sagas", "watch_stuck_sagas"]
 
@@ -42,7 +43,9 @@ async def watch_stuck_sagas(db: Database, stuck_after: float) -> None:
     while True:
         await anyio.sleep(interval)
         for row in await stuck_sagas(db, stuck_after):
+            metrics.saga_stuck(row.saga_id)
             log.warning(
                 "saga %s stuck: %s at step %r for %.0f s (last message %s)",
                 row.saga_id, row.status, row.step, time.time() - row.started_at, row.last_type,
+                extra={"order_id": row.saga_id},
             )  # fmt: skip

@@ -112,6 +112,8 @@ def configure(*, style: str) -> None:
     """The saga style this process runs (the ``style`` label)."""
     global _style
     _style = style
+    for counter in _saga_counters.values():
+        _child(counter, style)  # present at 0 from the start, for rate() and alerts
 
 
 def _child(metric: Any, *labels: str) -> Any:

@@ -71,6 +71,7 @@ _propagator = TraceContextTextMapPropagator()
 _provider: TracerProvider | None = None
 _tracer: trace.Tracer = trace.NoOpTracer()
 _steps: Mapping[str, str] = {}
+_prefix = "saga."
 
 
 def enabled_by_environment(environ: Mapping[str, str] = os.environ) -> bool:
@@ -118,19 +119,20 @@ def configure(
     enabled: bool,
     service_name: str = "saga-checkout",
     messaging_system: str = "saga-bus",
-    steps: Mapping[str, str] | None = None,
+    destination_prefix: str = "saga.",
     exporter: SpanExporter | None = None,
 ) -> TracerProvider | None:
     """Turn tracing on (returning the provider) or off.
 
     ``exporter`` (tests: the SDK's ``InMemorySpanExporter``) replaces the one the
-    environment names, and exports synchronously. ``steps`` maps message types
-    to the saga step they belong to, for the ``saga.step`` attribute.
+    environment names, and exports synchronously.
+    ``destination_prefix`` is the Kafka topic prefix: a destination is named
+    like the Kafka topic (``saga.payment.commands``) on either bus.
     """
-    global ENABLED, MESSAGING_SYSTEM, _provider, _steps, _tracer
+    global ENABLED, MESSAGING_SYSTEM, _prefix, _provider, _tracer
     shutdown()
     MESSAGING_SYSTEM = messaging_system
-    _steps = dict(steps or {})
+    _prefix = destination_prefix
     if not enabled:
         return None
     synchronous = True
@@ -142,6 +144,12 @@ def configure(
     provider.add_span_processor(processor)
     _provider, _tracer, ENABLED = provider, provider.get_tracer("saga-checkout"), True
     return provider
+
+
+def name_steps(steps: Mapping[str, str]) -> None:
+    """Message type -> the saga step it belongs to (the ``saga.step`` attribute)."""
+    global _steps
+    _steps = dict(steps)
 
 
 def shutdown() -> None:
@@ -192,6 +200,7 @@ def _message_attributes(
     module: str,
     compensation: bool,
 ) -> dict[str, Any]:
+    destination = _prefix + destination
     return {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": operation,
@@ -221,7 +230,7 @@ def message_created(
     Without a parent (a timer or a start-up job emitting), the message starts a trace.
     """
     span = _tracer.start_span(
-        f"create {destination}",
+        f"create {_prefix}{destination}",
         context=_extract(parent),
         kind=SpanKind.PRODUCER,
         attributes=_message_attributes(
@@ -253,7 +262,7 @@ def processing(
     attributes["messaging.consumer.group.name"] = consumer
     attributes["saga.attempt"] = attempt
     span = _tracer.start_span(
-        f"process {destination}",
+        f"process {_prefix}{destination}",
         context=_extract(parent),
         kind=SpanKind.CONSUMER,
         attributes=attributes,
