@@ -15,6 +15,7 @@ from contextvars import ContextVar
 from typing import IO, Any
 
 from opentelemetry import trace
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from telemetry import tracing
@@ -63,6 +64,8 @@ def json_formatter() -> logging.Formatter:
             "saga_module": "module",
         },
         timestamp="ts",
+        # uvicorn adds an ANSI-coloured copy of its messages: not for a JSON pipeline.
+        reserved_attrs=[*RESERVED_ATTRS, "color_message"],
     )
 
 
