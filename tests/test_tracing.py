@@ -1,0 +1,123 @@
+"""OpenTelemetry traces in one process: one trace per order, parents follow causation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from litestar.testing import AsyncTestClient
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from main import Settings, configure_tracing, create_app
+from telemetry import tracing
+from tests.support import final_order, order_body, place, query, seed, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    yield exporter
+    tracing.configure(enabled=False)
+
+
+def attribute(span: ReadableSpan, name: str) -> Any:
+    return (span.attributes or {}).get(name)
+
+
+def check_one_trace_per_order(
+    spans: list[ReadableSpan], order_id: str, causes: dict[str, str | None]
+) -> None:
+    """Every span of the order is in the trace of the request that placed it, and each
+    span's parent is the span of what caused it."""
+    (request,) = [
+        s for s in spans if s.kind is SpanKind.SERVER and s.name.startswith("POST /orders")
+    ]
+    assert request.context is not None
+    trace_id = request.context.trace_id
+    mine = [s for s in spans if attribute(s, "saga.order_id") == order_id]
+    assert {s.context.trace_id for s in mine if s.context is not None} == {trace_id}
+    by_id = {s.context.span_id: s for s in spans if s.context is not None}
+    created = {attribute(s, "messaging.message.id"): s for s in mine if s.kind is SpanKind.PRODUCER}
+    # Every saga message of the order was created in the trace, and handled in it.
+    assert set(created) == set(causes)
+    for message_id, cause in causes.items():
+        create = created[message_id]
+        assert create.parent is not None
+        parent = by_id[create.parent.span_id]
+        if cause is None:  # OrderCreated: emitted by the HTTP request
+            assert parent is request
+        else:
+            assert parent.kind is SpanKind.CONSUMER
+            assert attribute(parent, "messaging.message.id") == cause
+        processed = [
+            s
+            for s in mine
+            if s.kind is SpanKind.CONSUMER and attribute(s, "messaging.message.id") == message_id
+        ]
+        assert processed, f"{attribute(create, 'saga.message_type')} was never processed"
+        for span in processed:
+            assert span.parent is not None
+            assert span.parent.span_id == create.context.span_id
+            assert span.name == f"process saga.{attribute(span, 'messaging.destination.name')[5:]}"
+            assert attribute(span, "messaging.system") == "saga-bus"
+            assert attribute(span, "messaging.operation.type") == "process"
+            assert attribute(span, "saga.attempt") == 1
+
+
+@pytest.mark.parametrize("customer", ["ada", "bob"])
+async def test_an_order_is_one_trace_from_the_request_through_every_command_handler_and_reply(
+    data_dir, saga_mode, exporter, customer
+):
+    settings = Settings(data_dir=data_dir, saga=saga_mode)
+    configure_tracing(settings, exporter=exporter)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        await seed(client, {"mug": (1000, 5)}, {"ada": 10_000, "bob": 500})
+        exporter.clear()
+        order_id = await place(client, order_body(customer, {"mug": 1}))
+        order = await final_order(client, order_id)
+        assert order["status"] == ("COMPLETED" if customer == "ada" else "CANCELLED")
+        last = "order.OrderCompleted" if customer == "ada" else "order.OrderCancelled"
+
+        def tracker_saw_the_end() -> bool:
+            return any(
+                attribute(s, "saga.message_type") == last
+                and attribute(s, "messaging.consumer.group.name") == "tracker"
+                for s in exporter.get_finished_spans()
+            )
+
+        await wait_for(tracker_saw_the_end, what="the tracker handled the last message")
+    causes: dict[str, str | None] = dict(
+        query(
+            data_dir,
+            "checkout",
+            "SELECT message_id, causation_id FROM timeline WHERE saga_id = ?",
+            (order_id,),
+        )
+    )
+    spans = list(exporter.get_finished_spans())
+    check_one_trace_per_order(spans, order_id, causes)
+    compensations = {
+        attribute(s, "saga.message_type")
+        for s in spans
+        if attribute(s, "saga.order_id") == order_id and attribute(s, "saga.compensation")
+    }
+    if customer == "bob":  # payment failed: the order is cancelled, a compensation
+        assert "order.CancelOrder" in compensations or "order.OrderCancelled" in compensations
+    else:
+        assert compensations == set()
+    steps = {attribute(s, "saga.step") for s in spans if attribute(s, "saga.order_id") == order_id}
+    assert "payment" in steps
+
+
+async def test_with_tracing_off_no_span_is_created_and_no_trace_context_is_stored(client, data_dir):
+    assert not tracing.ENABLED
+    await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
+    await final_order(client, await place(client, order_body("ada", {"mug": 1})))
+    assert query(
+        data_dir, "order", "SELECT count(*) FROM outbox WHERE traceparent IS NOT NULL"
+    ) == [(0,)]
