@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from bus.messages import (
     Command,
@@ -74,8 +75,9 @@ class KafkaTransport:
         self._outgoing: list[tuple[list[Envelope], DeliveredCallback]] = []
         self._wakeup = asyncio.Event()
         self.published = 0
-        # Consumer lag after each committed batch: (group, topic, partition) -> records.
+        # Consumer lag: (group, topic, partition) -> records not yet consumed.
         self.lag: dict[tuple[str, str, int], int] = {}
+        self._lag_at: dict[str, float] = {}
 
     # -- layout ----------------------------------------------------------------
 
@@ -194,6 +196,7 @@ class KafkaTransport:
                 records = await consumer.getmany(
                     timeout_ms=500, max_records=self.settings.max_batch
                 )
+                await self._record_lag(consumer, sub)
                 if not records:
                     continue
                 batch = [
@@ -204,24 +207,29 @@ class KafkaTransport:
                 ]
                 await self._handle(sub, batch)
                 await consumer.commit()
-                self._record_lag(consumer, sub, records)
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
 
-    def _record_lag(
-        self,
-        consumer: AIOKafkaConsumer,
-        sub: _Subscription,
-        records: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    ) -> None:
-        """Records left behind the committed batch, per partition (for the lag gauge)."""
+    async def _record_lag(self, consumer: AIOKafkaConsumer, sub: _Subscription) -> None:
+        """Records between each assigned partition's end and this group's position
+        (for the lag gauge); refreshed at most once a second, from what the client knows."""
+        now = time.monotonic()
+        if now - self._lag_at.get(sub.name, 0.0) < 1.0:
+            return
+        self._lag_at[sub.name] = now
         group = f"{self.settings.prefix}{sub.name}"
-        for tp, partition_records in records.items():
-            highwater = consumer.highwater(tp)
-            if highwater is not None and partition_records:
-                lag = max(0, highwater - partition_records[-1].offset - 1)
-                self.lag[(group, tp.topic, tp.partition)] = lag
+        assigned = consumer.assignment()
+        # A partition nothing was fetched from yet has no known end: ask the broker.
+        unknown = [tp for tp in assigned if consumer.highwater(tp) is None]
+        ends = await consumer.end_offsets(unknown) if unknown else {}
+        for tp in assigned:
+            end = consumer.highwater(tp)
+            if end is None:
+                end = ends.get(tp)
+            if end is not None:
+                position = await consumer.position(tp)
+                self.lag[(group, tp.topic, tp.partition)] = max(0, end - position)
 
     async def _handle(self, sub: _Subscription, batch: list[Envelope]) -> None:
         failures = 0

@@ -4,7 +4,8 @@ Off by default. ``configure`` turns it on when ``--tracing`` is given or the
 standard environment asks for spans (``OTEL_TRACES_EXPORTER`` other than
 ``none``, or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); ``SAGA_TRACES_FILE`` (a debugging and
-test aid) writes every span as a JSON line to that file instead. Everything
+test aid) writes every span as a JSON line to that file instead (``{pid}`` in
+the name is replaced by the process id). Everything
 else (service name, sampler, resource, OTLP headers) comes from the standard
 ``OTEL_*`` variables the SDK reads itself.
 
@@ -104,8 +105,9 @@ class JsonLinesExporter(SpanExporter):
 def _exporter_from_environment() -> tuple[SpanExporter, bool]:
     """The exporter the environment asks for, and whether to export synchronously."""
     path = os.environ.get("SAGA_TRACES_FILE")
-    if path:
-        return JsonLinesExporter(Path(path).open("a", encoding="utf-8")), True
+    if path:  # "{pid}" in the name gives each process a file of its own
+        out = Path(path.replace("{pid}", str(os.getpid()))).open("a", encoding="utf-8")  # noqa: SIM115
+        return JsonLinesExporter(out), True
     if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "console":
         return ConsoleSpanExporter(), False
     # Imported here: the OTLP exporter pulls protobuf, needed only when used.

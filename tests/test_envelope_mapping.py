@@ -104,7 +104,5 @@ async def test_a_database_from_before_the_trace_context_gets_its_columns(tmp_pat
         for table in ("outbox", "dead_letter"):
             have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
             assert {"traceparent", "tracestate"} <= have
-        row = conn.execute(
-            f"SELECT {', '.join(ENVELOPE_COLUMNS)} FROM outbox"
-        ).fetchone()
+        row = conn.execute(f"SELECT {', '.join(ENVELOPE_COLUMNS)} FROM outbox").fetchone()
     assert envelope_from_row(row, REGISTRY) == sent
