@@ -5,7 +5,8 @@ standard environment asks for spans (``OTEL_TRACES_EXPORTER`` other than
 ``none``, or an ``OTEL_EXPORTER_OTLP_ENDPOINT`` /
 ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``); ``SAGA_TRACES_FILE`` (a debugging and
 test aid) writes every span as a JSON line to that file instead (``{pid}`` in
-the name is replaced by the process id). Everything
+the name is replaced by the process id). ``OTEL_TRACES_EXPORTER=discard`` (not
+a standard value) records spans and drops them: the cost of tracing itself. Everything
 else (service name, sampler, resource, OTLP headers) comes from the standard
 ``OTEL_*`` variables the SDK reads itself.
 
@@ -102,14 +103,24 @@ class JsonLinesExporter(SpanExporter):
         self.out.close()
 
 
+class _Discard(SpanExporter):
+    """Drops every span: the cost of tracing without an exporter's (``discard``)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
 def _exporter_from_environment() -> tuple[SpanExporter, bool]:
     """The exporter the environment asks for, and whether to export synchronously."""
     path = os.environ.get("SAGA_TRACES_FILE")
     if path:  # "{pid}" in the name gives each process a file of its own
         out = Path(path.replace("{pid}", str(os.getpid()))).open("a", encoding="utf-8")  # noqa: SIM115
         return JsonLinesExporter(out), True
-    if os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "console":
+    name = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    if name == "console":
         return ConsoleSpanExporter(), False
+    if name == "discard":
+        return _Discard(), False
     # Imported here: the OTLP exporter pulls protobuf, needed only when used.
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
