@@ -214,7 +214,7 @@ def _message_attributes(
     compensation: bool,
 ) -> dict[str, Any]:
     destination = _prefix + destination
-    return {
+    attributes = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
@@ -226,6 +226,9 @@ def _message_attributes(
         "saga.step": _steps.get(message_type, ""),
         "saga.compensation": compensation,
     }
+    if MESSAGING_SYSTEM == "kafka":
+        attributes["messaging.kafka.message.key"] = order_id  # the record key
+    return attributes
 
 
 def message_created(

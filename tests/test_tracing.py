@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from main import Settings, configure_tracing, create_app
-from telemetry import tracing
+from telemetry import logs, tracing
 from tests.support import final_order, order_body, place, query, seed, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -112,6 +115,44 @@ async def test_an_order_is_one_trace_from_the_request_through_every_command_hand
         assert compensations == set()
     steps = {attribute(s, "saga.step") for s in spans if attribute(s, "saga.order_id") == order_id}
     assert "payment" in steps
+
+
+async def test_a_failing_handler_marks_its_span_and_its_log_line_leads_to_the_trace(
+    tmp_path, exporter
+):
+    settings = Settings(
+        data_dir=tmp_path / "data", chaos="payment.ProcessPayment:exception=1", retry="attempts=1"
+    )
+    configure_tracing(settings, exporter=exporter)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logs.json_formatter())
+    handler.addFilter(logs.ContextFilter())
+    logging.getLogger("bus.consumer").addHandler(handler)
+    try:
+        async with AsyncTestClient(app=create_app(settings)) as client:
+            await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
+            order_id = await place(client, order_body("ada", {"mug": 1}))
+
+            def failed() -> list[ReadableSpan]:
+                return [
+                    s
+                    for s in exporter.get_finished_spans()
+                    if attribute(s, "saga.order_id") == order_id and attribute(s, "error.type")
+                ]
+
+            await wait_for(lambda: bool(failed()), what="the failed handler's span")
+    finally:
+        logging.getLogger("bus.consumer").removeHandler(handler)
+    (span,) = failed()
+    assert attribute(span, "error.type") == "InjectedFaultError"
+    assert attribute(span, "messaging.consumer.group.name") == "payment"
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (line,) = [line for line in lines if line.get("order_id") == order_id]
+    assert span.context is not None
+    assert line["trace_id"] == format(span.context.trace_id, "032x")
+    assert line["span_id"] == format(span.context.span_id, "016x")
+    assert line["level"] == "WARNING"
 
 
 async def test_with_tracing_off_no_span_is_created_and_no_trace_context_is_stored(client, data_dir):
