@@ -103,4 +103,3 @@ def add_bus_tables(metadata: MetaData) -> None:
         metadata.tables["dead_letter"].c.consumer,
         metadata.tables["dead_letter"].c.status,
     )
-
