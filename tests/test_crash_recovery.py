@@ -494,7 +494,9 @@ def _forgotten_deliveries(total: int, batch: int = 5) -> int:
     def executemany(sql: str, params: list[tuple[float, int]]) -> None:
         marked.update(seq for _, seq in params)
 
-    db = SimpleNamespace(crash_points=None, commit_hooks=[], wait_delivered=None, submit=submit)
+    db = SimpleNamespace(
+        name="test", crash_points=None, commit_hooks=[], wait_delivered=None, submit=submit
+    )
     relay = OutboxRelay(cast("Any", db), cast("Any", None), cast("Any", None))
     tx = cast("Any", SimpleNamespace(now=0.0, conn=SimpleNamespace(executemany=executemany)))
     stop = threading.Event()
