@@ -157,8 +157,8 @@ def saga_transition(
     it (None for a new saga); ``started_at`` is the saga's start. The step
     left behind took from its last message (its command, or in choreography
     the event that triggered it) until now; its outcome is ``succeeded``,
-    ``failed`` (the saga turns to compensating) or ``compensated`` (an undo
-    finished). ``PARKED`` is counted once that status exists.
+    ``failed`` (the saga turns to compensating), ``compensated`` (an undo
+    finished) or ``parked``. ``PARKED`` is counted once that status exists.
     """
     if before is None:
         _child(_saga_counters["started"], _style).inc()
@@ -166,7 +166,9 @@ def saga_transition(
         old_status, old_step, started_at, since = before[0], before[1], before[2], before[3]
         if old_status == status and old_step == step:
             return
-        if old_status == "COMPENSATING":
+        if status == "PARKED":
+            outcome = "parked"
+        elif old_status == "COMPENSATING":
             outcome = "compensated"
         elif status in ("COMPENSATING", "COMPENSATED"):
             outcome = "failed"

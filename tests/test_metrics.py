@@ -141,3 +141,24 @@ async def test_a_dead_letter_shows_in_the_gauge_by_consumer_and_status(tmp_path)
             - value(before, "bus_handler_errors_total", consumer="payment")
             >= 1
         )
+
+
+def test_a_saga_moving_to_parked_counts_once_as_parked_and_times_the_step_it_left():
+    from telemetry import metrics
+
+    def parked() -> float:
+        return (
+            metrics.REGISTRY.get_sample_value("saga_parked_total", {"style": "choreography"}) or 0
+        )
+
+    def step_count() -> float:
+        labels = {"style": "choreography", "step": "stock", "outcome": "parked"}
+        value = metrics.REGISTRY.get_sample_value("saga_step_duration_seconds_count", labels)
+        return value or 0
+
+    metrics.configure(style="choreography")
+    before, steps_before = parked(), step_count()
+    metrics.saga_transition(("COMPENSATING", "stock", 10.0, 11.0), "PARKED", "stock", 10.0, 12.0)
+    metrics.saga_transition(("PARKED", "stock", 10.0, 12.0), "PARKED", "stock", 10.0, 13.0)
+    assert parked() - before == 1
+    assert step_count() - steps_before == 1
