@@ -8,6 +8,7 @@ never a Python import path, so stored messages survive refactoring.
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -157,9 +158,13 @@ _FROM_TEXT: dict[str, Callable[[bytes], Any]] = {
 }
 
 
+_ROW = operator.attrgetter(*ENVELOPE_COLUMNS)
+
+
 def envelope_row(envelope: Envelope) -> tuple[Any, ...]:
     """The envelope's values in ``ENVELOPE_COLUMNS`` order, for an INSERT."""
-    return tuple(getattr(envelope, name) for name in ENVELOPE_COLUMNS)
+    row: tuple[Any, ...] = _ROW(envelope)
+    return row
 
 
 def envelope_from_row(row: Sequence[Any], registry: MessageRegistry, *, seq: int = 0) -> Envelope:
