@@ -202,7 +202,8 @@ def _announce(tx: Tx, before: SagaState, after: SagaState, event: Input) -> None
         tx.emit(SagaParked(order_id=saga_id, step=after.step, attempts=attempts,
                            error=after.last_error))  # fmt: skip
         log.warning("saga %s parked: compensation %r failed %d times (last error: %s)",
-                    saga_id, after.step, attempts, after.last_error)  # fmt: skip
+                    saga_id, after.step, attempts, after.last_error,
+                    extra={"order_id": saga_id})  # fmt: skip
     elif before.status is SagaStatus.PARKED and isinstance(event, Retry):
         tx.emit(SagaResumed(order_id=saga_id, step=before.step))
     elif before.status is SagaStatus.PARKED and isinstance(event, Resolve):

@@ -162,7 +162,7 @@ class Watchdog:
                    (tx.now, saga_id))  # fmt: skip
         tx.emit(SagaParked(order_id=saga_id, step=step, attempts=attempts, error=reason))
         log.warning("saga %s parked: compensation %r failed %d times (last error: %s)",
-                    saga_id, step, attempts, reason)  # fmt: skip
+                    saga_id, step, attempts, reason, extra={"order_id": saga_id})  # fmt: skip
 
     def _resolve(
         self, tx: Tx, saga_id: str, definition: SagaDefinition, step: str, note: str
