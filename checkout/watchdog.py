@@ -31,6 +31,7 @@ from checkout.contract import (
 )
 from checkout.definition import Definitions, SagaDefinition, StepKind
 from checkout.policy import SagaTimeouts
+from telemetry import metrics
 
 __all__ = ["Watchdog"]
 
@@ -161,6 +162,7 @@ class Watchdog:
         tx.execute("UPDATE tracked_sagas SET status = 'PARKED', updated_at = ? WHERE saga_id = ?",
                    (tx.now, saga_id))  # fmt: skip
         tx.emit(SagaParked(order_id=saga_id, step=step, attempts=attempts, error=reason))
+        metrics.saga_parked()
         log.warning("saga %s parked: compensation %r failed %d times (last error: %s)",
                     saga_id, step, attempts, reason, extra={"order_id": saga_id})  # fmt: skip
 

@@ -35,6 +35,7 @@ __all__ = [
     "handler_failed",
     "relayed",
     "render",
+    "saga_parked",
     "saga_stuck",
     "saga_transition",
 ]
@@ -185,7 +186,13 @@ def saga_transition(
         _child(_saga_counters["compensated"], _style).inc()
         _child(_saga_seconds, _style, "compensated").observe(max(0.0, now - started_at))
     elif status == "PARKED":
-        _child(_saga_counters["parked"], _style).inc()
+        saga_parked()
+
+
+def saga_parked() -> None:
+    """A saga parked. The tracker sees it in orchestration; in choreography the watchdog
+    parks the tracker's own row, so it calls this itself."""
+    _child(_saga_counters["parked"], _style).inc()
 
 
 def saga_stuck(saga_id: str) -> None:

@@ -162,3 +162,27 @@ def test_a_saga_moving_to_parked_counts_once_as_parked_and_times_the_step_it_lef
     metrics.saga_transition(("PARKED", "stock", 10.0, 12.0), "PARKED", "stock", 10.0, 13.0)
     assert parked() - before == 1
     assert step_count() - steps_before == 1
+
+
+async def test_a_parked_saga_counts_as_parked_and_shows_in_flight_as_parked(data_dir, saga_mode):
+    from litestar.testing import AsyncTestClient
+
+    from main import create_app
+    from tests.test_parking import STOCK_TRIGGER, _park_an_order, _settings
+
+    chaos = f"{STOCK_TRIGGER[saga_mode]}:delay=1;delay_s=0.5"
+    async with AsyncTestClient(
+        app=create_app(_settings(data_dir, saga_mode, "memory", chaos))
+    ) as client:
+        before = await scrape(client)
+        await _park_an_order(client, data_dir, saga_mode)
+
+        async def counted() -> bool:
+            samples = await scrape(client)
+            return value(samples, "saga_in_flight", status="PARKED") == 1
+
+        await wait_for(counted, what="the parked saga in the gauge")
+        after = await scrape(client)
+    parked = value(after, "saga_parked_total", style=saga_mode)
+    assert parked - value(before, "saga_parked_total", style=saga_mode) == 1
+    assert value(after, "saga_in_flight", status="RUNNING") == 0
