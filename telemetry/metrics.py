@@ -159,7 +159,7 @@ def saga_transition(
     left behind took from its last message (its command, or in choreography
     the event that triggered it) until now; its outcome is ``succeeded``,
     ``failed`` (the saga turns to compensating), ``compensated`` (an undo
-    finished) or ``parked``. ``PARKED`` is counted once that status exists.
+    finished) or ``parked``.
     """
     if before is None:
         _child(_saga_counters["started"], _style).inc()
