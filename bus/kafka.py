@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
@@ -77,7 +76,6 @@ class KafkaTransport:
         self.published = 0
         # Consumer lag: (group, topic, partition) -> records not yet consumed.
         self.lag: dict[tuple[str, str, int], int] = {}
-        self._lag_at: dict[str, float] = {}
 
     # -- layout ----------------------------------------------------------------
 
@@ -192,33 +190,40 @@ class KafkaTransport:
         )
         await consumer.start()
         try:
-            while True:
-                records = await consumer.getmany(
-                    timeout_ms=500, max_records=self.settings.max_batch
-                )
-                await self._record_lag(consumer, sub)
-                if not records:
-                    continue
-                batch = [
-                    envelope
-                    for partition_records in records.values()
-                    for record in partition_records
-                    if (envelope := self._envelope(record, sub)) is not None
-                ]
-                await self._handle(sub, batch)
-                await consumer.commit()
+            async with anyio.create_task_group() as beside:
+                beside.start_soon(self._watch_lag, consumer, sub)
+                while True:
+                    records = await consumer.getmany(
+                        timeout_ms=500, max_records=self.settings.max_batch
+                    )
+                    if not records:
+                        continue
+                    batch = [
+                        envelope
+                        for partition_records in records.values()
+                        for record in partition_records
+                        if (envelope := self._envelope(record, sub)) is not None
+                    ]
+                    await self._handle(sub, batch)
+                    await consumer.commit()
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
 
-    async def _record_lag(self, consumer: AIOKafkaConsumer, sub: _Subscription) -> None:
-        """Records between each assigned partition's end and this group's position
-        (for the lag gauge); refreshed at most once a second, from what the client knows."""
-        now = time.monotonic()
-        if now - self._lag_at.get(sub.name, 0.0) < 1.0:
-            return
-        self._lag_at[sub.name] = now
+    async def _watch_lag(self, consumer: AIOKafkaConsumer, sub: _Subscription) -> None:
+        """Refresh the lag gauge once a second, beside the consume loop (never in its way:
+        a broker that is away only leaves the last figures in place)."""
         group = f"{self.settings.prefix}{sub.name}"
+        while True:
+            await anyio.sleep(1.0)
+            with anyio.move_on_after(5.0):
+                try:
+                    await self._record_lag(consumer, group)
+                except KafkaError as exc:
+                    log.debug("consumer lag of %s not refreshed: %r", group, exc)
+
+    async def _record_lag(self, consumer: AIOKafkaConsumer, group: str) -> None:
+        """Records between each assigned partition's end and this group's position."""
         assigned = consumer.assignment()
         # A partition nothing was fetched from yet has no known end: ask the broker.
         unknown = [tp for tp in assigned if consumer.highwater(tp) is None]
