@@ -8,6 +8,7 @@ and the attempt, so a failing run can be repeated exactly.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -69,11 +70,16 @@ class ChaosPlan:
 
 
 class ChaosTransport:
-    """Wraps a transport: duplicates some deliveries and delays others."""
+    """Wraps a transport: duplicates some deliveries and delays others.
+
+    ``injected`` counts what it did, by kind (``duplicate``, ``delay``): the
+    evidence that a test's faults really happened.
+    """
 
     def __init__(self, inner: Transport, plan: ChaosPlan) -> None:
         self.inner = inner
         self.plan = plan
+        self.injected: Counter[str] = Counter()
         self._task_group: anyio.abc.TaskGroup | None = None
 
     def subscribe(
@@ -85,6 +91,7 @@ class ChaosTransport:
         now = [e for e in envelopes if not self.plan.hits("delay", e)]
         later = [e for e in envelopes if self.plan.hits("delay", e)]
         twice = [e for e in envelopes if self.plan.hits("duplicate", e)]
+        self.injected.update(delay=len(later), duplicate=len(twice))
         if now:
             self.inner.publish(now, on_delivered)
         if twice:
