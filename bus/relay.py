@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio
 
+from bus.faults import point_names
 from bus.messages import ENVELOPE_COLUMNS, Envelope, MessageRegistry, envelope_from_row
 from bus.ports import Transport
 from bus.sqlite import Database, Tx
@@ -47,7 +48,8 @@ class OutboxRelay:
         self._in_flight.update((envelope.message_id, now) for envelope in envelopes)
         self.transport.publish(envelopes, self._on_delivered)
         if self.db.crash_points is not None:
-            self.db.crash_points.reached(f"after-publish:{self.db.name}")
+            types = (envelope.type for envelope in envelopes)
+            self.db.crash_points.reached(*point_names("after-publish", self.db.name, types))
 
     def _on_delivered(self, envelopes: Sequence[Envelope]) -> None:
         seqs = [envelope.seq for envelope in envelopes]
@@ -110,4 +112,6 @@ class OutboxRelay:
         if envelopes:
             log.info("relay %s: publishing %d undispatched messages", self.db.name, len(envelopes))
             self.publish(envelopes)
+            if self.db.crash_points is not None:
+                self.db.crash_points.reached(f"recovered:{self.db.name}")
         return len(envelopes)

@@ -33,7 +33,7 @@ import msgspec
 from sqlalchemy import Connection, MetaData, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from bus.faults import CrashPoints
+from bus.faults import CrashPoints, point_names
 from bus.messages import ENVELOPE_COLUMNS, Envelope, Message, channel, envelope_row, new_id
 from telemetry import metrics, tracing
 
@@ -352,7 +352,7 @@ class Database:
                     emitted.extend(tx.emitted)
                 conn.execute("RELEASE job")
             if self.crash_points is not None and emitted:
-                self.crash_points.reached(f"before-commit:{self.name}")
+                self._crash_point("before-commit", emitted)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -368,8 +368,12 @@ class Database:
         self.commits += 1
         metrics.committed(self.name, len(jobs), time.perf_counter() - started)
         if self.crash_points is not None and emitted:
-            self.crash_points.reached(f"after-commit:{self.name}")
+            self._crash_point("after-commit", emitted)
         return emitted
+
+    def _crash_point(self, kind: str, emitted: Sequence[Envelope]) -> None:
+        assert self.crash_points is not None
+        self.crash_points.reached(*point_names(kind, self.name, (e.type for e in emitted)))
 
     # -- reads -----------------------------------------------------------------
 

@@ -35,9 +35,12 @@ from typing import Any, cast
 import anyio
 import httpx
 import pytest
+from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
+from bus.faults import point_names
 from bus.relay import OutboxRelay
+from main import Settings, create_app
 from tests.process import AppProcess
 from tests.support import DB_NAMES, order_body, query, quiescent, seed, wait_for
 
@@ -69,27 +72,74 @@ KINDS_OF_ORDER: list[tuple[str, dict[str, int], str, Outcome]] = [
     ("bob", {"tea": 1}, "NL", COMPLETED),  # 500: bob can pay for two of these
 ]
 
-CRASH_KINDS = ("before-commit", "after-commit", "after-publish")
+CRASH_KINDS = ("before-commit", "after-publish")
 # The COUNT of each database's crash points: its step boundary in the second
 # of four waves, typically (a wave makes about 6 order, 4 payment, 2-4
 # inventory, 1-3 shipping and 10 checkout transactions that emit), and well
 # within what four waves make even when group commit batches a wave's work.
 CRASH_COUNTS = {"order": 8, "payment": 6, "inventory": 4, "shipping": 3, "checkout": 14}
+# A point named by a message type is its second commit: every type the book's
+# orders make comes at least once in two different waves (waves never share a commit).
+TYPE_COUNT = 2
 BATCH = 12
 WAVE = 3
 HTTP_TIMEOUT = 10.0
+
+_PARTICIPANTS = {
+    "order": ("order.OrderCreated", "order.OrderCompleted", "order.OrderCancelled"),
+    "payment": ("payment.PaymentCompleted", "payment.PaymentFailed", "payment.PaymentRefunded"),
+    "inventory": ("inventory.StockReserved", "inventory.StockFailed", "inventory.StockReleased"),
+    "shipping": ("shipping.ShipmentScheduled", "shipping.ShipmentFailed"),
+}
+# Every message type each database emits while the book's orders run, per saga mode
+# (test_the_crash_points_name_every_type_the_databases_emit checks this against a run).
+EMITTED: dict[str, dict[str, tuple[str, ...]]] = {
+    "orchestration": {
+        **_PARTICIPANTS,
+        "checkout": tuple(
+            f"checkout/{t}"
+            for t in (
+                "payment.ProcessPayment",
+                "inventory.ReserveStock",
+                "shipping.ScheduleShipment",
+                "order.CompleteOrder",
+                "payment.RefundPayment",
+                "inventory.ReleaseStock",
+                "order.CancelOrder",
+            )
+        ),
+    },
+    "choreography": dict(_PARTICIPANTS),  # checkout only records (its watchdog: below)
+}
+# Step timeouts make checkout's timers commit too: a step whose command or event hangs
+# past its timeout is sent again, then compensated (the choreography watchdog publishes
+# the nudge and SagaAborted). TIMEOUT_RUNS has what hangs and what the orders become.
+TIMED_OUT: dict[str, tuple[str, ...]] = {
+    "orchestration": (
+        "checkout/shipping.ScheduleShipment", "checkout/shipping.CancelShipment",
+        "shipping.ShipmentCancelled",
+    ),
+    "choreography": (
+        "checkout/payment.PaymentCompleted", "checkout.SagaAborted", "shipping.ShipmentCancelled",
+    ),
+}  # fmt: skip
 
 
 def crash_cases() -> list[Any]:
     cases = []
     for mode in MODES:
+        for types in EMITTED[mode].values():
+            for type_name in types:
+                point = f"after-commit:{type_name}@{TYPE_COUNT}"
+                cases.append(pytest.param(mode, point, id=f"{mode}-{point}"))
         for kind in CRASH_KINDS:
             for db in DB_NAMES:
                 # In choreography checkout only records (its tracker emits
                 # nothing), so it has no step boundary to crash at.
                 if mode == "choreography" and db == "checkout":
                     continue
-                cases.append(pytest.param(mode, f"{kind}:{db}", id=f"{mode}-{kind}-{db}"))
+                point = f"{kind}:{db}@{CRASH_COUNTS[db]}"
+                cases.append(pytest.param(mode, point, id=f"{mode}-{point}"))
     return cases
 
 
@@ -275,12 +325,25 @@ async def restart(app: AppProcess) -> None:
 # -- the checks ------------------------------------------------------------------
 
 
-async def drain_and_check(app: AppProcess, book: OrderBook, mode: str) -> None:
+async def drain_and_check(
+    app: AppProcess,
+    book: OrderBook,
+    mode: str,
+    *,
+    reasons: bool = True,
+    timed_out: Outcome | None = None,
+) -> None:
     """Wait for every order to end and every outbox to drain, then check it all."""
     assert not book.unaccepted(), f"orders never accepted: {book.unaccepted()}"
     data_dir = app.data_dir
     async with httpx.AsyncClient(base_url=app.url, timeout=HTTP_TIMEOUT) as client:
         views = await follow_orders(client, book, list(book.accepted))
+        if timed_out is not None:
+            # Whether a held step outlasted its timeout depends on when the timer
+            # woke: an order that could time out must end either way, not otherwise.
+            for key, view in views.items():
+                if view["status"] != book.expected[key][0]:
+                    book.expected[key] = timed_out
         await wait_for(lambda: quiescent(data_dir), deadline=20, what="outboxes drained")
         balances = {
             c: (await client.get(f"/customers/{c}")).json()["balance_cents"] for c in CUSTOMERS
@@ -291,7 +354,9 @@ async def drain_and_check(app: AppProcess, book: OrderBook, mode: str) -> None:
 
     # Every order has the outcome it would have had without any crash.
     outcomes = {key: (view["status"], view["reason"]) for key, view in views.items()}
-    assert outcomes == {key: (e[0], e[1]) for key, e in book.expected.items()}
+    if not reasons:  # which undo's reason a cancelled order keeps may depend on timing
+        outcomes = {key: (status, None) for key, (status, _) in outcomes.items()}
+    assert outcomes == {key: (e[0], e[1] if reasons else None) for key, e in book.expected.items()}
 
     # One order per Idempotency-Key: the order the key was answered with.
     rows = query(data_dir, "order", "SELECT idempotency_key, order_id FROM orders")
@@ -342,11 +407,12 @@ def check_sagas(data_dir: Path, book: OrderBook, mode: str) -> None:
     orchestrated = dict(query(data_dir, "checkout", "SELECT saga_id, status FROM sagas"))
     assert orchestrated == (ended if mode == "orchestration" else {})
     # A message handled twice would leave two messages of one type caused by it.
+    # (A timer's messages have no cause: a step sent again after its timeout.)
     repeated = query(
         data_dir,
         "checkout",
         "SELECT saga_id, causation_id, type, count(*) FROM timeline"
-        " GROUP BY saga_id, causation_id, type HAVING count(*) > 1",
+        " WHERE causation_id IS NOT NULL GROUP BY saga_id, causation_id, type HAVING count(*) > 1",
     )
     assert repeated == [], "a message was handled twice"
 
@@ -406,12 +472,13 @@ def log_path(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.fixture
-def launch(tmp_path: Path, log_path: Path) -> Iterator[Callable[[str], AppProcess]]:
-    """Makes the app over ``tmp_path/data`` in a saga mode; every run is killed at teardown."""
+def launch(tmp_path: Path, log_path: Path) -> Iterator[Callable[..., AppProcess]]:
+    """Makes the app over ``tmp_path/data`` in a saga mode (with more options for every
+    run, if given); every run is killed at teardown."""
     made: list[AppProcess] = []
 
-    def make(mode: str) -> AppProcess:
-        process = AppProcess(tmp_path / "data", log_path, "--saga", mode)
+    def make(mode: str, *args: str) -> AppProcess:
+        process = AppProcess(tmp_path / "data", log_path, "--saga", mode, *args)
         made.append(process)
         return process
 
@@ -425,12 +492,12 @@ def launch(tmp_path: Path, log_path: Path) -> Iterator[Callable[[str], AppProces
 
 @pytest.mark.parametrize(("mode", "point"), crash_cases())
 async def test_crash_at_a_step_boundary_then_restart_loses_and_doubles_nothing(
-    mode: str, point: str, seeded: SeededDirs, launch: Callable[[str], AppProcess]
+    mode: str, point: str, seeded: SeededDirs, launch: Callable[..., AppProcess]
 ) -> None:
     app = launch(mode)
     await seeded.copy(mode, app.data_dir)
-    crash_at = f"{point}@{CRASH_COUNTS[point.partition(':')[2]]}"
-    book = OrderBook.of(BATCH, prefix=point.replace(":", "-"))
+    crash_at = point
+    book = OrderBook.of(BATCH, prefix=point.replace(":", "-").replace("/", "-"))
 
     app.start("--crash-at", crash_at)
     await app.wait_healthy()
@@ -438,6 +505,7 @@ async def test_crash_at_a_step_boundary_then_restart_loses_and_doubles_nothing(
     code = await wait_for_crash(app, crash_at)
     assert code == -signal.SIGKILL, f"expected death by SIGKILL at {crash_at}, got {code}"
     assert "Traceback" not in app.tail(200), "the run failed before its crash point"
+    assert f"crash point reached: {crash_at}" in app.tail(20), "another point fired"
     unanswered = sorted(
         key
         for (key,) in query(app.data_dir, "order", "SELECT idempotency_key FROM orders")
@@ -457,7 +525,7 @@ RANDOM_SEEDS = [int(v) for v in os.environ.get("CRASH_TEST_SEEDS", "7,2024").spl
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("seed_value", RANDOM_SEEDS)
 async def test_sigkill_at_random_moments_then_restart_loses_and_doubles_nothing(
-    mode: str, seed_value: int, launch: Callable[[str], AppProcess]
+    mode: str, seed_value: int, launch: Callable[..., AppProcess]
 ) -> None:
     rng = random.Random(seed_value)
     book = OrderBook.of(36, prefix=f"random-{seed_value}")
@@ -544,3 +612,134 @@ def test_the_relay_marks_every_delivered_message_while_the_writer_thread_runs() 
             )
     finally:
         sys.setswitchinterval(interval)
+
+
+# What hangs (past the step timeout) in each mode's timeout runs, and what the orders
+# that meet it become: compensated after two attempts, their charge refunded.
+TIMEOUT_RUNS = {
+    "orchestration": ("shipping.ScheduleShipment", (COMPLETED, NOT_SERVED)),
+    "choreography": ("payment.PaymentCompleted", (COMPLETED, NO_STOCK, NOT_SERVED)),
+}
+TIMED_OUT_OUTCOME: Outcome = ("CANCELLED", None, ["CHARGE", "REFUND"])
+
+
+def timeout_cases() -> list[Any]:
+    return [
+        pytest.param(mode, f"after-commit:{t}@{TYPE_COUNT}", id=f"{mode}-after-commit:{t}")
+        for mode, types in TIMED_OUT.items()
+        for t in types
+    ]
+
+
+@pytest.mark.parametrize(("mode", "point"), timeout_cases())
+async def test_crash_at_a_timer_commit_then_restart_loses_and_doubles_nothing(
+    mode: str, point: str, seeded: SeededDirs, launch: Callable[..., AppProcess]
+) -> None:
+    """The orchestrator's timers and the choreography watchdog commit too: a step held
+    (a handler hang, cut off after 1 s, then retried) past its 0.1 s timeout is sent
+    again, then compensated; crash at each of those commits."""
+    hung, timed_out = TIMEOUT_RUNS[mode]
+    options = ("--chaos", f"{hung}:hang=1,hang_s=5", "--timeouts", "step=0.1,attempts=2")
+    app = launch(mode, *options)
+    await seeded.copy(mode, app.data_dir)
+    book = OrderBook.of(BATCH, prefix=point.replace(":", "-").replace("/", "-"))
+    could_time_out = {key for key, outcome in book.expected.items() if outcome in timed_out}
+
+    app.start("--crash-at", point)
+    await app.wait_healthy()
+    await place_in_waves(app, book)
+    code = await wait_for_crash(app, point)
+    assert code == -signal.SIGKILL, f"expected death by SIGKILL at {point}, got {code}"
+    assert f"crash point reached: {point}" in app.tail(20), "another point fired"
+
+    await restart(app)
+    await place_orders(app, book, book.unaccepted())
+    await drain_and_check(app, book, mode, reasons=False, timed_out=TIMED_OUT_OUTCOME)
+    cancelled = {key for key, outcome in book.expected.items() if outcome is TIMED_OUT_OUTCOME}
+    assert cancelled, "no step timed out"
+    assert cancelled <= could_time_out
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_sigkill_during_the_drain_then_restart_loses_and_doubles_nothing(
+    mode: str, seeded: SeededDirs, launch: Callable[..., AppProcess]
+) -> None:
+    """Every order accepted, the process killed at once while their sagas run."""
+    app = launch(mode)
+    await seeded.copy(mode, app.data_dir)
+    book = OrderBook.of(BATCH, prefix="drain")
+
+    app.start()
+    await app.wait_healthy()
+    await place_orders(app, book, list(book.bodies), concurrency=BATCH, kill_after=BATCH)
+    assert await app.wait_exit(10) == -signal.SIGKILL
+    assert not quiescent(app.data_dir), "the kill came after the drain, not during it"
+
+    await restart(app)
+    await place_orders(app, book, book.unaccepted())
+    await drain_and_check(app, book, mode)
+
+
+RECOVERY_CASES = [
+    pytest.param(mode, db, id=f"{mode}-{db}")
+    for mode in MODES
+    for db in ("order", "payment", "checkout")
+    if not (mode == "choreography" and db == "checkout")
+]
+
+
+@pytest.mark.parametrize(("mode", "db"), RECOVERY_CASES)
+async def test_sigkill_during_start_up_recovery_then_restart_loses_and_doubles_nothing(
+    mode: str, db: str, seeded: SeededDirs, launch: Callable[..., AppProcess]
+) -> None:
+    """A crash right after a commit leaves its messages undispatched; the next run dies
+    while publishing them at start-up; the run after that recovers everything."""
+    app = launch(mode)
+    await seeded.copy(mode, app.data_dir)
+    book = OrderBook.of(BATCH, prefix=f"recovery-{db}")
+    first = f"after-commit:{db}@{CRASH_COUNTS[db]}"
+
+    app.start("--crash-at", first)
+    await app.wait_healthy()
+    await place_in_waves(app, book)
+    assert await wait_for_crash(app, first) == -signal.SIGKILL
+    undispatched = query(
+        app.data_dir, db, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL"
+    )
+    assert undispatched[0][0] > 0, "the crash after the commit left nothing to recover"
+
+    app.start("--crash-at", f"recovered:{db}")
+    assert await app.wait_exit(20) == -signal.SIGKILL, "the run did not die in its recovery"
+    assert f"crash point reached: recovered:{db}@1" in app.tail(20)
+
+    await restart(app)
+    await place_orders(app, book, book.unaccepted())
+    await drain_and_check(app, book, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_crash_points_name_every_type_the_databases_emit(
+    mode: str, tmp_path: Path
+) -> None:
+    """EMITTED lists every point a run of the book's orders reaches, per database."""
+    settings = Settings(data_dir=tmp_path, saga=mode)
+    async with AsyncTestClient(app=create_app(settings)) as client:
+        await seed(client, PRODUCTS, CUSTOMERS)
+        await wait_for(lambda: quiescent(tmp_path))
+        book = OrderBook.of(BATCH, prefix="types")
+        for key, body in book.bodies.items():
+            book.record(
+                key, await client.post("/orders", json=body, headers={"Idempotency-Key": key})
+            )
+        await wait_for(lambda: quiescent(tmp_path))
+    reference = {"inventory.ProductUpdated", "payment.CustomerUpdated"}
+    emitted = {
+        db: sorted(
+            point_names("after-commit", db, [t])[1].partition(":")[2]
+            for (t,) in query(tmp_path, db, "SELECT DISTINCT type FROM outbox")
+            if t not in reference
+        )
+        for db in DB_NAMES
+    }
+    expected = {db: sorted(EMITTED[mode].get(db, ())) for db in DB_NAMES}
+    assert emitted == expected
