@@ -209,6 +209,9 @@ class Database:
         # Set by the relay: waits until envelopes are durably with the transport.
         self.wait_delivered: Callable[[Sequence[Envelope], float], Awaitable[bool]] | None = None
         self.commits = 0
+        # Direct mode (the deterministic simulation, tests/sim): every call runs
+        # inline on the caller's thread, no committer task, no thread hop.
+        self.direct = False
         self._conn: sqlite3.Connection | None = None
         self._queue: list[_Group] = []
         self._wakeup = anyio.Event()
@@ -220,6 +223,11 @@ class Database:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        if self.direct:
+            self._open()
+            self._stack = AsyncExitStack()
+            self._stack.callback(self._close)
+            return self
         await anyio.to_thread.run_sync(self._open)
         # Unwound in reverse: stop the committer (a batch already in the thread
         # runs to its end), then dispose the reader, then close the writer.
@@ -295,14 +303,27 @@ class Database:
         """Run each call in its own savepoint of a shared transaction; never raises for a job."""
         group = _Group([_Job(fn, cause) for fn, cause in calls])
         self._queue.append(group)
+        if self.direct:
+            self.run_queued()
+            return [job.outcome for job in group.jobs]
         self._wakeup.set()
         await group.done.wait()
         return [job.outcome for job in group.jobs]
 
+    def run_queued(self) -> None:
+        """Direct mode: commit whatever is queued now (``submit``'s jobs ride along)."""
+        batch, self._queue = self._queue, []
+        if batch:
+            envelopes = self._run_batch(batch)
+            if envelopes:
+                for hook in self.commit_hooks:
+                    hook(envelopes)
+
     def submit(self, fn: Callable[[Tx], Any]) -> None:
         """Queue a job without waiting for it (bookkeeping that rides with the next commit)."""
         self._queue.append(_Group([_Job(fn, None)]))
-        self._wakeup.set()
+        if not self.direct:
+            self._wakeup.set()
 
     async def _committer(self) -> None:
         while True:

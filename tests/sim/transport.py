@@ -1,0 +1,139 @@
+"""The simulation's transport: nothing moves until the scheduler says so.
+
+Each subscription holds the envelopes published to it, in publish order. The
+scheduler picks which subscription goes next and which envelopes it gets:
+any envelopes that are the first pending one of their order (``correlation_id``),
+so that one order's messages stay in publish order within a subscription (both
+real transports keep that: one queue in process, one partition per key on Kafka),
+while different orders interleave freely, as Kafka's partitions allow.
+
+``durable`` picks the acknowledgement semantics: like Kafka (the transport has an
+envelope once it is published: ``on_delivered`` at once, and a subscription
+keeps its queue when its module crashes) or like the in-process bus (``on_delivered``
+once every subscription has handled it; a crash loses every queue, and the
+outboxes are published again at start-up).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Sequence
+
+from bus.messages import Envelope
+from bus.ports import BatchHandler, DeliveredCallback
+
+__all__ = ["SimTransport"]
+
+
+class _Delivery:
+    __slots__ = ("envelope", "on_delivered", "remaining")
+
+    def __init__(self, envelope: Envelope, remaining: int, on_delivered: DeliveredCallback) -> None:
+        self.envelope = envelope
+        self.remaining = remaining
+        self.on_delivered = on_delivered
+
+
+class Subscription:
+    __slots__ = ("handler", "name", "queue", "types")
+
+    def __init__(self, name: str, types: Collection[str] | None, handler: BatchHandler) -> None:
+        self.name = name
+        self.types = None if types is None else frozenset(types)
+        self.handler = handler
+        self.queue: list[_Delivery] = []
+
+    def heads(self) -> list[_Delivery]:
+        """The first pending delivery of each order, in queue order."""
+        first: dict[str, _Delivery] = {}
+        for delivery in self.queue:
+            first.setdefault(delivery.envelope.correlation_id, delivery)
+        return list(first.values())
+
+
+class SimTransport:
+    """Carries envelopes when the simulation's scheduler says so (see the module doc)."""
+
+    def __init__(self, *, durable: bool) -> None:
+        self.durable = durable
+        self.subscriptions: dict[str, Subscription] = {}
+        self._routes: dict[str, list[Subscription]] = {}
+        self.published = 0
+        self.delivered = 0
+        self.redelivered = 0
+
+    # -- the Transport protocol ----------------------------------------------------
+
+    def subscribe(
+        self, subscription: str, types: Collection[str] | None, handler: BatchHandler
+    ) -> None:
+        self.subscriptions[subscription] = Subscription(subscription, types, handler)
+        self._routes.clear()
+
+    def publish(self, envelopes: Sequence[Envelope], on_delivered: DeliveredCallback) -> None:
+        done: list[Envelope] = []
+        for envelope in envelopes:
+            targets = self._targets(envelope.type)
+            self.published += 1
+            if not targets or self.durable:
+                done.append(envelope)
+            delivery = _Delivery(envelope, len(targets), on_delivered)
+            for sub in targets:
+                sub.queue.append(delivery)
+        if done:
+            on_delivered(done)
+
+    async def run(self) -> None:
+        raise NotImplementedError("the simulation drives deliveries itself")
+
+    def _targets(self, type_name: str) -> list[Subscription]:
+        targets = self._routes.get(type_name)
+        if targets is None:
+            targets = [
+                s for s in self.subscriptions.values() if s.types is None or type_name in s.types
+            ]
+            self._routes[type_name] = targets
+        return targets
+
+    # -- what the scheduler does -------------------------------------------------------
+
+    def busy(self) -> list[Subscription]:
+        return [sub for sub in self.subscriptions.values() if sub.queue]
+
+    async def deliver(
+        self, sub: Subscription, rng: random.Random, *, max_batch: int, redeliver: float
+    ) -> None:
+        """Hand ``sub`` a batch of order heads; acknowledge it unless chosen for redelivery.
+
+        The handler raising (its module crashed under it) acknowledges nothing.
+        """
+        heads = sub.heads()
+        count = min(len(heads), rng.randint(1, max_batch))
+        if count < len(heads):
+            picked = sorted(rng.sample(range(len(heads)), count))
+            batch = [heads[i] for i in picked]
+        else:
+            batch = heads
+        await sub.handler([delivery.envelope for delivery in batch])
+        self.delivered += len(batch)
+        if redeliver and rng.random() < redeliver:
+            # The batch was handled but its acknowledgement is lost (a consumer
+            # that died before committing its offset): it comes again.
+            self.redelivered += len(batch)
+            return
+        taken = {id(delivery) for delivery in batch}
+        sub.queue = [delivery for delivery in sub.queue if id(delivery) not in taken]
+        if self.durable:
+            return
+        finished: dict[DeliveredCallback, list[Envelope]] = {}
+        for delivery in batch:
+            delivery.remaining -= 1
+            if delivery.remaining == 0:
+                finished.setdefault(delivery.on_delivered, []).append(delivery.envelope)
+        for callback, envelopes in finished.items():
+            callback(envelopes)
+
+    def lose_everything(self) -> None:
+        """The in-process bus died with its process: every queue is gone."""
+        for sub in self.subscriptions.values():
+            sub.queue.clear()
