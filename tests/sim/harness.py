@@ -31,6 +31,7 @@ the run lasts, so ``run_simulation(config)`` twice gives the same result.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import shutil
 import sqlite3
@@ -46,6 +47,7 @@ import anyio
 from bench.invariants import audit
 from bus.consumer import Consumer
 from bus.faults import CrashPoints
+from bus.messages import Envelope
 from bus.relay import OutboxRelay
 from bus.sqlite import Database, Tx
 from checkout.contract import AbortSaga
@@ -65,7 +67,7 @@ CUSTOMERS = {"ada": 40_000, "bob": 6_000, "cyd": 15_000, "dan": 2_000}
 COUNTRIES = ("DE", "DE", "FR", "NL", "US", "AQ")  # AQ is not served
 ADDRESS = {"name": "Ada", "line1": "1 Main St", "city": "Berlin", "postal_code": "10115"}
 TERMINAL = ("COMPLETED", "COMPENSATED")
-MAX_DRAIN_STEPS = 200_000
+DRAIN_STEPS_PER_ORDER = 400  # a drain that takes longer is not making progress
 
 
 class SimCrash(BaseException):  # noqa: N818 - not an error: the simulated SIGKILL
@@ -111,6 +113,7 @@ class SimResult:
     virtual_seconds: float = 0.0
     outcomes: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
+    digest: str = ""  # of every module's business tables: equal runs, equal digests
     command: str = ""
 
     @property
@@ -185,8 +188,13 @@ class Simulation:
         for consumer in self.system.consumers:
             self._replace_consumer(consumer)
         self.timers: list[TimerJob] = timer_jobs(self.system)
+        # Envelopes the transport acknowledged, by database: (seq, its commits then).
+        self.unmarked: dict[str, list[tuple[int, int]]] = {name: [] for name in self.dbs}
+        self.transport.on_ack = self._acknowledged
+        self.violations: list[str] = []
         self.placed: list[str] = []
         self.crash_budget = config.crashes if config.faults else 0
+        self.max_drain_steps = 2_000 + DRAIN_STEPS_PER_ORDER * config.orders
 
     # -- what mutations override (tests/sim/mutations.py) ---------------------------
 
@@ -223,6 +231,7 @@ class Simulation:
             for name in names:
                 db = self.dbs[name]
                 await db.__aexit__(None, None, None)  # closes, forgets queued jobs
+                self.unmarked[name] = []
                 db.commit_hooks.remove(self.relays[name].publish)
                 self.relays[name] = self.make_relay(db)
                 for consumer in list(self.consumers.values()):
@@ -242,6 +251,30 @@ class Simulation:
             except SimCrash as again:  # crashed during its own recovery
                 self.result.crashes += 1
                 names = [again.module] if self.transport.durable else list(self.dbs)
+
+    def _acknowledged(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            db = self.dbs[envelope.source]
+            self.unmarked[envelope.source].append((envelope.seq, db.commits))
+
+    def check_marks(self) -> None:
+        """The relay's contract: what the transport acknowledged is marked dispatched by
+        the next commit of its database (the one after the commit under way, if any)."""
+        for name, pending in self.unmarked.items():
+            if not pending:
+                continue
+            db = self.dbs[name]
+            due = [seq for seq, commits in pending if db.commits >= commits + 2]
+            if not due:
+                continue
+            self.unmarked[name] = [(s, c) for s, c in pending if db.commits < c + 2]
+            marks = ",".join("?" * len(due))
+            sql = f"SELECT seq FROM outbox WHERE dispatched_at IS NULL AND seq IN ({marks})"  # noqa: S608
+            for (seq,) in db.read_now(lambda conn, q=sql, d=due: conn.execute(q, d).fetchall()):
+                self.violations.append(
+                    f"{name}: outbox row {seq} acknowledged by the transport is still"
+                    " undispatched two commits later"
+                )
 
     async def _guarded(self, action: Awaitable[Any]) -> None:
         try:
@@ -292,6 +325,8 @@ class Simulation:
             if next_due is not None:
                 due.append(next_due)
         for consumer in self.consumers.values():
+            if not consumer._blocked:
+                continue  # nothing parked
             next_due = await consumer.db.transact(retry_job(consumer))
             if next_due is not None:
                 due.append(next_due)
@@ -320,7 +355,7 @@ class Simulation:
         moves.append((0.4, self._flush))
         moves.append((0.3, self._advance))
         if self.placed:
-            moves.append((0.03, self._abort))
+            moves.append((0.01, self._abort))
         if self.crash_budget > 0 and self.faults:
             moves.append((0.01, self._raise_crash))
         total = sum(weight for weight, _ in moves)
@@ -331,6 +366,7 @@ class Simulation:
                 break
         self.result.steps += 1
         await self._guarded(move())
+        self.check_marks()
 
     async def _advance(self) -> None:
         self.now += self.rng.expovariate(1 / 2.0)
@@ -340,15 +376,16 @@ class Simulation:
 
     async def drain(self) -> bool:
         """No more faults: run until nothing is left to do; False if that never happens."""
-        for _ in range(MAX_DRAIN_STEPS):
+        for _ in range(self.max_drain_steps):
+            self.check_marks()
             self.result.steps += 1
             busy = self.transport.busy()
+            queued = [db for db in self.dbs.values() if db._queue]
+            if queued and (not busy or self.rng.random() < 0.5):
+                self.rng.choice(queued).run_queued()
+                continue
             if busy:
                 await self._guarded(self._deliver(self.rng.choice(busy), 0.0))
-                continue
-            queued = [db for db in self.dbs.values() if db._queue]
-            if queued:
-                queued[0].run_queued()
                 continue
             due = await self._timers()
             if self.transport.busy() or any(db._queue for db in self.dbs.values()):
@@ -392,11 +429,27 @@ class Simulation:
         self.result.delivered = self.transport.delivered
         self.result.redelivered = self.transport.redelivered
         self.result.violations = self.check(drained)
+        self.result.digest = self.digest()
         return self.result
+
+    def digest(self) -> str:
+        """A hash of what the run left in every module's tables (ids included)."""
+        tables = {
+            "order": "SELECT order_id, status, reason, total_cents, updated_at FROM orders",
+            "payment": "SELECT order_id, kind, amount_cents, at FROM ledger",
+            "inventory": "SELECT order_id, status FROM reservations",
+            "shipping": "SELECT order_id, status, shipment_id FROM shipments",
+            "checkout": "SELECT saga_id, status, step, updated_at FROM tracked_sagas",
+        }
+        hasher = hashlib.sha256()
+        for db, sql in tables.items():
+            hasher.update(repr(sorted(self._query(db, sql), key=repr)).encode())
+        return hasher.hexdigest()[:16]
 
     def check(self, drained: bool) -> list[str]:
         stock = {sku: n for sku, (_, n) in PRODUCTS.items()}
-        bad = [] if drained else [f"not quiescent after {MAX_DRAIN_STEPS} steps without faults"]
+        bad = list(self.violations[:20])
+        bad += [] if drained else [f"not quiescent after {self.max_drain_steps} steps without faults"]
         bad += audit(self.data_dir, initial_stock=stock, initial_balance=CUSTOMERS)
         orders = dict(self._query("order", "SELECT order_id, status FROM orders"))
         self.result.outcomes = dict(

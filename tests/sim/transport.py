@@ -17,7 +17,7 @@ outboxes are published again at start-up).
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from bus.messages import Envelope
 from bus.ports import BatchHandler, DeliveredCallback
@@ -43,12 +43,15 @@ class Subscription:
         self.handler = handler
         self.queue: list[_Delivery] = []
 
-    def heads(self) -> list[_Delivery]:
-        """The first pending delivery of each order, in queue order."""
+    def heads(self, source: str | None = None) -> list[_Delivery]:
+        """The first pending delivery of each order, in queue order (only those
+        published by ``source``, if given)."""
         first: dict[str, _Delivery] = {}
         for delivery in self.queue:
             first.setdefault(delivery.envelope.correlation_id, delivery)
-        return list(first.values())
+        if source is None:
+            return list(first.values())
+        return [d for d in first.values() if d.envelope.source == source]
 
 
 class SimTransport:
@@ -58,6 +61,8 @@ class SimTransport:
         self.durable = durable
         self.subscriptions: dict[str, Subscription] = {}
         self._routes: dict[str, list[Subscription]] = {}
+        # Told of every envelope the transport no longer needs from its outbox.
+        self.on_ack: Callable[[Sequence[Envelope]], None] | None = None
         self.published = 0
         self.delivered = 0
         self.redelivered = 0
@@ -81,7 +86,12 @@ class SimTransport:
             for sub in targets:
                 sub.queue.append(delivery)
         if done:
-            on_delivered(done)
+            self._acknowledge(on_delivered, done)
+
+    def _acknowledge(self, on_delivered: DeliveredCallback, envelopes: list[Envelope]) -> None:
+        if self.on_ack is not None:
+            self.on_ack(envelopes)
+        on_delivered(envelopes)
 
     async def run(self) -> None:
         raise NotImplementedError("the simulation drives deliveries itself")
@@ -101,13 +111,20 @@ class SimTransport:
         return [sub for sub in self.subscriptions.values() if sub.queue]
 
     async def deliver(
-        self, sub: Subscription, rng: random.Random, *, max_batch: int, redeliver: float
+        self,
+        sub: Subscription,
+        rng: random.Random,
+        *,
+        max_batch: int,
+        redeliver: float,
+        source: str | None = None,
     ) -> None:
-        """Hand ``sub`` a batch of order heads; acknowledge it unless chosen for redelivery.
+        """Hand ``sub`` a batch of order heads (published by ``source``, if given);
+        acknowledge it unless chosen for redelivery.
 
         The handler raising (its module crashed under it) acknowledges nothing.
         """
-        heads = sub.heads()
+        heads = sub.heads(source) or sub.heads()
         count = min(len(heads), rng.randint(1, max_batch))
         if count < len(heads):
             picked = sorted(rng.sample(range(len(heads)), count))
@@ -131,7 +148,7 @@ class SimTransport:
             if delivery.remaining == 0:
                 finished.setdefault(delivery.on_delivered, []).append(delivery.envelope)
         for callback, envelopes in finished.items():
-            callback(envelopes)
+            self._acknowledge(callback, envelopes)
 
     def lose_everything(self) -> None:
         """The in-process bus died with its process: every queue is gone."""
