@@ -251,16 +251,18 @@ class Database:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(f"sqlite:///{self.path}")
-        try:
-            with engine.begin() as connection:
-                connection.exec_driver_sql("PRAGMA journal_mode=WAL")
-            self.metadata.create_all(engine)
-            with engine.begin() as connection:
-                _add_missing_columns(connection, self.metadata)
-                _add_missing_indexes(connection, self.metadata)
-        finally:
-            engine.dispose()
+        # The simulation reopens its files after every crash: their schema is there.
+        if not (self.direct and self.path.exists()):
+            engine = create_engine(f"sqlite:///{self.path}")
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                self.metadata.create_all(engine)
+                with engine.begin() as connection:
+                    _add_missing_columns(connection, self.metadata)
+                    _add_missing_indexes(connection, self.metadata)
+            finally:
+                engine.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")

@@ -210,6 +210,8 @@ class Simulation:
     # -- the clock and crashes ------------------------------------------------------------
 
     def clock(self) -> float:
+        # Strictly increasing, so that the order of commits shows in their timestamps.
+        self.now += 1e-6
         return self.now
 
     def maybe_crash(self, module: str, where: str) -> None:
@@ -464,12 +466,31 @@ class Simulation:
             for saga_id, status in self._query("checkout", "SELECT saga_id, status FROM sagas"):
                 if status not in TERMINAL:
                     bad.append(f"saga {saga_id} is still {status}")
+        bad += self._compensation_order()
         for saga_id, cause, type_name, count in self._query(
             "checkout",
             "SELECT saga_id, causation_id, type, count(*) FROM timeline WHERE causation_id"
             " IS NOT NULL GROUP BY saga_id, causation_id, type HAVING count(*) > 1",
         ):
             bad.append(f"saga {saga_id}: {count} {type_name} caused by one message {cause}")
+        return bad
+
+    def _compensation_order(self) -> list[str]:
+        """A cancelled order's undos ran last step first: shipment, stock, payment, order.
+        (Tombstones are left out: a late abort may void a step that never ran at any time.)"""
+        undone = {
+            "shipping": "SELECT order_id, updated_at FROM shipments WHERE status = 'CANCELLED'",
+            "inventory": "SELECT order_id, updated_at FROM reservations WHERE status = 'RELEASED'",
+            "payment": "SELECT order_id, updated_at FROM payments WHERE status = 'REFUNDED'",
+            "order": "SELECT order_id, updated_at FROM orders WHERE status = 'CANCELLED'",
+        }
+        times = {db: dict(self._query(db, sql)) for db, sql in undone.items()}
+        bad = []
+        for order_id in times["order"]:
+            when = [(db, at[order_id]) for db, at in times.items() if order_id in at]
+            ran = [db for db, _ in sorted(when, key=lambda item: item[1])]
+            if ran != [db for db, _ in when]:
+                bad.append(f"order {order_id} was compensated in the order {ran}")
         return bad
 
     def _query(self, db: str, sql: str) -> Sequence[tuple[Any, ...]]:
