@@ -1,6 +1,6 @@
 """The deterministic simulation (tests/sim): the whole saga under a seeded scheduler.
 
-``SIM_SEEDS`` (default 60) seeds × ``SIM_ORDERS`` (default 50) orders run per saga
+``SIM_SEEDS`` (default 100) seeds of ``SIM_ORDERS`` (default 50) orders run per saga
 style; ``./dev sim --seeds 200`` runs more from the command line. A failure names
 the seed and the one-line command that repeats the run exactly.
 """
@@ -18,7 +18,7 @@ from tests.sim.harness import SimConfig, SimResult, run_simulation
 from tests.sim.mutations import MUTATIONS, simulation_for
 
 SAGAS = ("orchestration", "choreography")
-SEEDS = int(os.environ.get("SIM_SEEDS", "60"))
+SEEDS = int(os.environ.get("SIM_SEEDS", "100"))
 ORDERS = int(os.environ.get("SIM_ORDERS", "50"))
 # Each bug put back is caught within this many seeds (of 20 orders), in both styles.
 CATCH_WITHIN = 20
@@ -47,9 +47,13 @@ def test_one_seed_gives_one_exact_run(saga: str, tmp_path: Path) -> None:
 def test_every_invariant_holds_and_every_saga_ends_over_many_seeds(
     saga: str, tmp_path: Path
 ) -> None:
-    failures, crashes, redelivered, outcomes = [], 0, 0, set()
+    failures: list[str] = []
+    crashes = redelivered = 0
+    outcomes: set[str] = set()
     for seed in range(SEEDS):
-        result = run_simulation(SimConfig(seed=seed, saga=saga, orders=ORDERS), tmp_path / str(seed))
+        result = run_simulation(
+            SimConfig(seed=seed, saga=saga, orders=ORDERS), tmp_path / str(seed)
+        )
         crashes += result.crashes
         redelivered += result.redelivered
         outcomes.update(result.outcomes)
@@ -64,9 +68,7 @@ def test_every_invariant_holds_and_every_saga_ends_over_many_seeds(
 
 @pytest.mark.parametrize("saga", SAGAS)
 @pytest.mark.parametrize("mutation", sorted(MUTATIONS))
-def test_the_simulation_catches_each_bug_put_back(
-    mutation: str, saga: str, tmp_path: Path
-) -> None:
+def test_the_simulation_catches_each_bug_put_back(mutation: str, saga: str, tmp_path: Path) -> None:
     simulation = simulation_for(frozenset({mutation}))
     for seed in range(CATCH_WITHIN):
         config = SimConfig(seed=seed, saga=saga, orders=20, mutations=frozenset({mutation}))

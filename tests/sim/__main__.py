@@ -25,13 +25,17 @@ SAGAS = ("orchestration", "choreography")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev sim", description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=None, help="how many seeds (default 1 with --seed, else 20)")
+    parser.add_argument(
+        "--seeds", type=int, default=None, help="how many seeds (default 1 with --seed, else 20)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="the first seed (default 0)")
     parser.add_argument("--orders", type=int, default=50, help="orders per run (default 50)")
     parser.add_argument("--saga", choices=[*SAGAS, "both"], default="both")
     parser.add_argument("--mutations", default="", help=f"bugs to put back: {', '.join(MUTATIONS)}")
     parser.add_argument("--no-faults", action="store_true", help="no crashes nor redeliveries")
-    parser.add_argument("--data-dir", type=Path, default=None, help="where runs write (default: a temp dir)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=None, help="where runs write (default: a temp dir)"
+    )
     args = parser.parse_args(argv)
     seeds = args.seeds if args.seeds is not None else (1 if "--seed" in (argv or sys.argv) else 20)
     mutations = frozenset(m for m in args.mutations.split(",") if m)

@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +71,7 @@ TERMINAL = ("COMPLETED", "COMPENSATED")
 DRAIN_STEPS_PER_ORDER = 400  # a drain that takes longer is not making progress
 
 
-class SimCrash(BaseException):  # noqa: N818 - not an error: the simulated SIGKILL
+class SimCrash(BaseException):
     """A simulated SIGKILL of ``module``: raised through whatever it was doing."""
 
     def __init__(self, module: str, where: str) -> None:
@@ -271,8 +272,14 @@ class Simulation:
                 continue
             self.unmarked[name] = [(s, c) for s, c in pending if db.commits < c + 2]
             marks = ",".join("?" * len(due))
-            sql = f"SELECT seq FROM outbox WHERE dispatched_at IS NULL AND seq IN ({marks})"  # noqa: S608
-            for (seq,) in db.read_now(lambda conn, q=sql, d=due: conn.execute(q, d).fetchall()):
+            sql = f"SELECT seq FROM outbox WHERE dispatched_at IS NULL AND seq IN ({marks})"
+
+            def unmarked(
+                conn: sqlite3.Connection, sql: str = sql, due: list[int] = due
+            ) -> list[Any]:
+                return conn.execute(sql, due).fetchall()
+
+            for (seq,) in db.read_now(unmarked):
                 self.violations.append(
                     f"{name}: outbox row {seq} acknowledged by the transport is still"
                     " undispatched two commits later"
@@ -360,12 +367,7 @@ class Simulation:
             moves.append((0.01, self._abort))
         if self.crash_budget > 0 and self.faults:
             moves.append((0.01, self._raise_crash))
-        total = sum(weight for weight, _ in moves)
-        pick = rng.random() * total
-        for weight, move in moves:
-            pick -= weight
-            if pick <= 0:
-                break
+        (move,) = rng.choices([move for _, move in moves], [weight for weight, _ in moves])
         self.result.steps += 1
         await self._guarded(move())
         self.check_marks()
@@ -401,13 +403,15 @@ class Simulation:
 
     async def _seed(self) -> None:
         for sku, (price, stock) in PRODUCTS.items():
-            await self.dbs["inventory"].transact(
-                lambda tx, s=sku, p=price, n=stock: upsert_product(tx, s, s.title(), p, n)
+            product = partial(
+                upsert_product, sku=sku, name=sku.title(), price_cents=price, stock=stock
             )
+            await self.dbs["inventory"].transact(product)
         for customer, balance in CUSTOMERS.items():
-            await self.dbs["payment"].transact(
-                lambda tx, c=customer, b=balance: upsert_account(tx, c, c.title(), b)
+            account = partial(
+                upsert_account, customer_id=customer, name=customer.title(), balance_cents=balance
             )
+            await self.dbs["payment"].transact(account)
 
     async def run(self) -> SimResult:
         with _seeded_ids_and_jitter(self.rng):
@@ -451,7 +455,9 @@ class Simulation:
     def check(self, drained: bool) -> list[str]:
         stock = {sku: n for sku, (_, n) in PRODUCTS.items()}
         bad = list(self.violations[:20])
-        bad += [] if drained else [f"not quiescent after {self.max_drain_steps} steps without faults"]
+        bad += (
+            [] if drained else [f"not quiescent after {self.max_drain_steps} steps without faults"]
+        )
         bad += audit(self.data_dir, initial_stock=stock, initial_balance=CUSTOMERS)
         orders = dict(self._query("order", "SELECT order_id, status FROM orders"))
         self.result.outcomes = dict(
