@@ -36,15 +36,12 @@ def timer_jobs(system: System) -> list[TimerJob]:
             continue
         if not isinstance(task, partial):
             raise TypeError(f"cannot simulate background part {name!r}: {task!r}")
-        owner = getattr(task.func, "__self__", None)
-        if owner is not None and hasattr(owner, "fire_due"):
-            jobs.append(owner.fire_due)  # the choreography watchdog
-            continue
-        from checkout.timers import fire_due, run_timers  # the orchestrator's timers
-
-        if task.func is not run_timers:
+        # The orchestrator's timers and the choreography watchdog: a loop method
+        # whose object has the one pass, ``fire_due``.
+        fire_due = getattr(getattr(task.func, "__self__", None), "fire_due", None)
+        if fire_due is None:
             raise TypeError(f"cannot simulate background part {name!r}: update tests/sim/system.py")
-        jobs.append(partial(fire_due, timeouts=task.args[1]))
+        jobs.append(fire_due)
     return jobs
 
 
