@@ -113,14 +113,16 @@ EMITTED: dict[str, dict[str, tuple[str, ...]]] = {
 }
 # Step timeouts make checkout's timers commit too: a step whose command or event hangs
 # past its timeout is sent again, then compensated (the choreography watchdog publishes
-# the nudge and SagaAborted). TIMEOUT_RUNS has what hangs and what the orders become.
+# the nudge, then takes the pivot's lock: RequestCancellation). TIMEOUT_RUNS has what
+# hangs and what the orders become.
 TIMED_OUT: dict[str, tuple[str, ...]] = {
     "orchestration": (
         "checkout/shipping.ScheduleShipment", "checkout/shipping.CancelShipment",
         "shipping.ShipmentCancelled",
     ),
     "choreography": (
-        "checkout/payment.PaymentCompleted", "checkout.SagaAborted", "shipping.ShipmentCancelled",
+        "checkout/payment.PaymentCompleted", "checkout/order.RequestCancellation",
+        "order.CancellationRequested", "shipping.ShipmentCancelled",
     ),
 }  # fmt: skip
 

@@ -66,8 +66,15 @@ def test_every_invariant_holds_and_every_saga_ends_over_many_seeds(
     assert outcomes == {"COMPLETED", "CANCELLED"}
 
 
-@pytest.mark.parametrize("saga", SAGAS)
-@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+MUTATION_CASES = [
+    pytest.param(mutation, saga, id=f"{mutation}-{saga}")
+    for mutation in sorted(MUTATIONS)
+    for saga in SAGAS
+    if not (mutation == "choreography-abort" and saga == "orchestration")
+]
+
+
+@pytest.mark.parametrize(("mutation", "saga"), MUTATION_CASES)
 def test_the_simulation_catches_each_bug_put_back(mutation: str, saga: str, tmp_path: Path) -> None:
     simulation = simulation_for(frozenset({mutation}))
     for seed in range(CATCH_WITHIN):

@@ -313,7 +313,7 @@ class Simulation:
             self.placed.append(order.order_id)
 
     async def _abort(self) -> None:
-        order_id = self.rng.choice(self.placed)
+        order_id = self.rng.choice(self.placed[-5:])  # most likely one still running
 
         def abort(tx: Tx) -> None:
             tx.emit(AbortSaga(order_id=order_id, reason="aborted by operator"))
@@ -364,7 +364,7 @@ class Simulation:
         moves.append((0.4, self._flush))
         moves.append((0.3, self._advance))
         if self.placed:
-            moves.append((0.01, self._abort))
+            moves.append((0.03, self._abort))
         if self.crash_budget > 0 and self.faults:
             moves.append((0.01, self._raise_crash))
         (move,) = rng.choices([move for _, move in moves], [weight for weight, _ in moves])

@@ -7,14 +7,16 @@ has no switch for any of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from bus.consumer import Consumer
 from bus.messages import Envelope
 from bus.relay import OutboxRelay
 from bus.sqlite import Database, Tx
-from tests.sim.harness import SimConfig, Simulation
+from checkout.context import decode_context
+from checkout.definition import SagaDefinition, Step
+from tests.sim.harness import SimConfig, SimResult, Simulation
 
 __all__ = ["MUTATIONS", "simulation_for"]
 
@@ -23,6 +25,11 @@ MUTATIONS = {
     " a delivery acknowledged while the writer swaps the list is never marked dispatched",
     "skip-inbox": "consumers do not record nor check the message ids they handled",
     "emit-before-commit": "a transaction's messages are published before its COMMIT",
+    "compensate-wrong-order": "compensations run first step first (orchestration), or each"
+    " failure undoes the first step instead of the one before it (choreography)",
+    "choreography-abort": "the choreography watchdog's abort undoes the shipment directly"
+    " instead of taking the pivot's lock (the bug e67e437 fixed): a scheduled shipment is"
+    " cancelled, stock released and money refunded while the order completes",
 }
 
 
@@ -137,10 +144,73 @@ class EmitBeforeCommitSimulation(Simulation):
         return job
 
 
+def _first_step_first(self: SagaDefinition, names: Collection[str]) -> tuple[str, ...]:
+    return tuple(s.name for s in self.steps if s.name in names and s.compensation is not None)
+
+
+def _first_compensatable(self: SagaDefinition, step: Step) -> Step | None:
+    index = self.steps.index(step)
+    return next((s for s in self.steps[:index] if s.compensation is not None), None)
+
+
+class WrongOrderSimulation(Simulation):
+    """The definition's undo order reversed, for as long as the run lasts (both styles
+    read it: the orchestrator at every decision, the choreography when it is built)."""
+
+    def __init__(self, config: SimConfig, data_dir: Any) -> None:
+        self._saved = (SagaDefinition.undo_order, SagaDefinition.undo_before)
+        SagaDefinition.undo_order = _first_step_first  # type: ignore[method-assign]
+        SagaDefinition.undo_before = _first_compensatable  # type: ignore[method-assign]
+        try:
+            super().__init__(config, data_dir)
+        except BaseException:
+            self._restore()
+            raise
+
+    def _restore(self) -> None:
+        SagaDefinition.undo_order, SagaDefinition.undo_before = self._saved  # type: ignore[method-assign]
+
+    async def run(self) -> SimResult:
+        try:
+            return await super().run()
+        finally:
+            self._restore()
+
+
+class ChoreographyAbortSimulation(Simulation):
+    """The watchdog's abort (operator, timeout, deadline) undoes the last step before
+    the pivot directly, without taking the pivot's lock."""
+
+    def __init__(self, config: SimConfig, data_dir: Any) -> None:
+        super().__init__(config, data_dir)
+        assert self.system.checkout is not None
+        task = self.system.checkout.background.get("saga-watchdog")
+        if task is None:
+            return  # orchestration: there is no watchdog
+        watchdog = getattr(task, "func").__self__  # noqa: B009 - a bound method's owner
+
+        def abort(tx: Tx, saga_id: str, definition: SagaDefinition, reason: str) -> None:
+            row = tx.one(
+                "SELECT context FROM timeline WHERE saga_id = ? AND context IS NOT NULL LIMIT 1",
+                (saga_id,),
+            )
+            last = definition.undo_before(definition.pivot)
+            if row is None or last is None or last.compensation is None:
+                return
+            context = bytes(row[0])
+            data = decode_context(context)[1]
+            tx.emit(last.compensation.build(data, reason), context=context)
+            watchdog._rearm(tx, saga_id, 1, "COMPENSATING")
+
+        watchdog._abort = abort
+
+
 _VARIANTS: dict[str, type[Simulation]] = {
     "relay-race": RelayRaceSimulation,
     "skip-inbox": SkipInboxSimulation,
     "emit-before-commit": EmitBeforeCommitSimulation,
+    "compensate-wrong-order": WrongOrderSimulation,
+    "choreography-abort": ChoreographyAbortSimulation,
 }
 
 
