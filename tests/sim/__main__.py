@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir", type=Path, default=None, help="where runs write (default: a temp dir)"
     )
     args = parser.parse_args(argv)
+    # Handlers failing on purpose log warnings; a failing run is reported below.
+    logging.basicConfig(level=logging.ERROR)
     seeds = args.seeds if args.seeds is not None else (1 if "--seed" in (argv or sys.argv) else 20)
     mutations = frozenset(m for m in args.mutations.split(",") if m)
     unknown = sorted(mutations - set(MUTATIONS))

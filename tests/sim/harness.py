@@ -13,6 +13,7 @@ every move with one seeded ``random.Random``:
 - when checkout's timers and the consumers' dead-letter retries run, and when
   the clock moves (randomly, and to the next due timer when nothing else can run);
 - when the outboxes' bookkeeping (the relay's queued "mark dispatched" jobs) commits;
+- which handlers fail (a transient error: the message is parked and retried);
 - crashes: of a module between steps, or inside a commit (before the COMMIT,
   after it but before the publish, after the publish). A crash drops the
   module's in-memory parts (relay, consumers, queued jobs), closes and reopens
@@ -46,6 +47,7 @@ from typing import Any
 import anyio
 
 from bench.invariants import audit
+from bus.chaos import ChaosPlan
 from bus.consumer import Consumer
 from bus.faults import CrashPoints
 from bus.messages import Envelope
@@ -171,6 +173,9 @@ class Simulation:
         self.p_redeliver = self.rng.choice((0.0, 0.02, 0.1))
         self.p_commit_crash = self.rng.choice((0.0, 0.002, 0.01))
         self.max_batch = self.rng.choice((1, 3, 8))
+        # Handler failures (transient: parked, retried with backoff on the simulated clock).
+        p_fail = self.rng.choice((0.0, 0.02, 0.05))
+        self.chaos = ChaosPlan({"*": {"exception": p_fail}}, seed=config.seed) if p_fail else None
         settings = Settings(data_dir=data_dir, saga=config.saga)
         self.system: System = build_system(settings, transport=self.transport)
         self.dbs: dict[str, Database] = {}
@@ -205,7 +210,7 @@ class Simulation:
     def make_consumer(self, old: Consumer) -> Consumer:
         return Consumer(
             old.name, old.db, old.routes, old.registry, observer=old.observer,
-            dedupe=old.dedupe, policy=old.policy,
+            dedupe=old.dedupe, policy=old.policy, chaos=self.chaos if self.faults else None,
         )  # fmt: skip
 
     # -- the clock and crashes ------------------------------------------------------------
@@ -427,6 +432,8 @@ class Simulation:
                 for _ in range(self.rng.randint(0, 20 * self.config.orders)):
                     await self.step()  # faults keep coming while the sagas finish
                 self.faults, self.crash_budget = False, 0
+                for consumer in self.consumers.values():
+                    consumer.chaos = None
                 drained = await self.drain()
             finally:
                 for db in self.dbs.values():
