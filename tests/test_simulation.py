@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ import pytest
 from tests.sim.__main__ import main as sim_main
 from tests.sim.harness import SimConfig, SimResult, run_simulation
 from tests.sim.mutations import MUTATIONS, simulation_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SAGAS = ("orchestration", "choreography")
 SEEDS = int(os.environ.get("SIM_SEEDS", "100"))
@@ -103,6 +107,20 @@ def test_a_failing_run_prints_its_seed_and_the_command_that_repeats_it(
     args = command.removeprefix("./dev sim ").split()
     assert sim_main([*args, "--data-dir", str(tmp_path / "again")]) == 1
     assert json.loads(capsys.readouterr()[0].strip().splitlines()[-1])["failures"] == 1
+
+
+def test_the_same_seeds_give_the_same_databases_in_another_process(tmp_path: Path) -> None:
+    """Nothing depends on the process: not on string hashing, not on the real clock."""
+    digests = set()
+    for hash_seed in ("1", "2"):
+        result = subprocess.run(
+            [sys.executable, "-m", "tests.sim", "--seeds", "2", "--orders", "15",
+             "--data-dir", str(tmp_path / hash_seed)],
+            cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": hash_seed},
+            capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+        digests.add(json.loads(result.stdout.strip().splitlines()[-1])["digest"])
+    assert len(digests) == 1
 
 
 def test_a_clean_run_exits_zero_with_one_json_line(

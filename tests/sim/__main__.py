@@ -10,6 +10,7 @@ with its violations, the command that repeats it, and where its databases are.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import shutil
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     simulation = simulation_for(mutations)
     failures: list[dict[str, object]] = []
     runs = sagas_run = 0
+    digest = hashlib.sha256()
     started = time.perf_counter()
     for saga in sagas:
         for seed in range(args.seed, args.seed + seeds):
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_simulation(config, data_dir, simulation=simulation)
             runs += 1
             sagas_run += args.orders
+            digest.update(result.digest.encode())
             if result.ok:
                 shutil.rmtree(data_dir)
                 continue
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(seconds, 2),
         "sagas_per_second": round(sagas_run / seconds) if seconds else None,
         "mutations": sorted(mutations),
+        "digest": digest.hexdigest()[:16],  # of every run's databases: same seeds, same digest
     }
     print(json.dumps(summary))
     return 1 if failures else 0
