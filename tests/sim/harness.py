@@ -9,7 +9,7 @@ every move with one seeded ``random.Random``:
 - which subscription gets which pending envelopes next (order heads only: one
   order's messages keep their order; orders interleave), and whether the
   acknowledgement is lost so the batch comes again (a duplicate delivery);
-- when a new order is placed, when an operator aborts a saga;
+- when a new order is placed, when an operator aborts a saga, when a customer cancels;
 - when checkout's timers and the consumers' dead-letter retries run, and when
   the clock moves (randomly, and to the next due timer when nothing else can run);
 - when the outboxes' bookkeeping (the relay's queued "mark dispatched" jobs) commits;
@@ -38,7 +38,7 @@ import shutil
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -56,8 +56,8 @@ from bus.sqlite import Database, Tx
 from checkout.contract import AbortSaga
 from main import Settings, System, build_system
 from modules.inventory.handlers import upsert_product
-from modules.order.domain import NewOrder
-from modules.order.handlers import place_order
+from modules.order.domain import NewOrder, OrderNotFoundError
+from modules.order.handlers import cancel_by_customer, place_order
 from modules.payment.handlers import upsert_account
 from tests.sim.system import TimerJob, retry_job, timer_jobs
 from tests.sim.transport import SimTransport, Subscription
@@ -111,6 +111,7 @@ class SimResult:
     steps: int = 0
     crashes: int = 0
     aborts: int = 0
+    cancels: int = 0
     delivered: int = 0
     redelivered: int = 0
     virtual_seconds: float = 0.0
@@ -326,6 +327,17 @@ class Simulation:
         self.result.aborts += 1
         await self.dbs["checkout"].transact(abort)
 
+    async def _cancel(self) -> None:
+        """A customer cancels an order (it races the saga at the order's row)."""
+        order_id = self.rng.choice(self.placed[-5:])
+
+        def cancel(tx: Tx) -> None:
+            with suppress(OrderNotFoundError):  # its placing was cut off by a crash
+                cancel_by_customer(tx, order_id, "cancelled by customer")
+
+        self.result.cancels += 1
+        await self.dbs["order"].transact(cancel)
+
     async def _deliver(self, sub: Subscription, redeliver: float) -> None:
         await self.transport.deliver(sub, self.rng, max_batch=self.max_batch, redeliver=redeliver)
 
@@ -370,6 +382,7 @@ class Simulation:
         moves.append((0.3, self._advance))
         if self.placed:
             moves.append((0.03, self._abort))
+            moves.append((0.03, self._cancel))
         if self.crash_budget > 0 and self.faults:
             moves.append((0.01, self._raise_crash))
         (move,) = rng.choices([move for _, move in moves], [weight for weight, _ in moves])
