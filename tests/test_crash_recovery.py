@@ -666,8 +666,10 @@ async def test_crash_at_a_timer_commit_then_restart_loses_and_doubles_nothing(
 async def test_sigkill_during_the_drain_then_restart_loses_and_doubles_nothing(
     mode: str, seeded: SeededDirs, launch: Callable[..., AppProcess]
 ) -> None:
-    """Every order accepted, the process killed at once while their sagas run."""
-    app = launch(mode)
+    """Every order accepted, the process killed at once while their sagas run. Every
+    message is delayed half a second, so that the sagas are still running then, even
+    on a busy machine."""
+    app = launch(mode, "--chaos", "delay=1,delay_s=0.5")
     await seeded.copy(mode, app.data_dir)
     book = OrderBook.of(BATCH, prefix="drain")
 
