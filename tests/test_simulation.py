@@ -1,6 +1,6 @@
 """The deterministic simulation (tests/sim): the whole saga under a seeded scheduler.
 
-``SIM_SEEDS`` (default 80) seeds of ``SIM_ORDERS`` (default 50) orders run per saga
+``SIM_SEEDS`` (default 60) seeds of ``SIM_ORDERS`` (default 50) orders run per saga
 style; ``./dev sim --seeds 200`` runs more from the command line. A failure names
 the seed and the one-line command that repeats the run exactly.
 """
@@ -22,7 +22,7 @@ from tests.sim.mutations import MUTATIONS, simulation_for
 ROOT = Path(__file__).resolve().parent.parent
 
 SAGAS = ("orchestration", "choreography")
-SEEDS = int(os.environ.get("SIM_SEEDS", "80"))
+SEEDS = int(os.environ.get("SIM_SEEDS", "60"))
 ORDERS = int(os.environ.get("SIM_ORDERS", "50"))
 # Each bug put back is caught within this many seeds (of 20 orders), in both styles.
 CATCH_WITHIN = 20
