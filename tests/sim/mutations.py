@@ -56,7 +56,7 @@ class RacyRelay(OutboxRelay):
     def _on_delivered(self, envelopes: Sequence[Envelope]) -> None:
         self._delivered.extend(envelope.seq for envelope in envelopes)
         for envelope in envelopes:
-            self._in_flight.discard(envelope.message_id)
+            self._in_flight.pop(envelope.message_id, None)
             waiter = self._waiters.pop(envelope.message_id, None)
             if waiter is not None:
                 waiter.set()
