@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -57,6 +58,7 @@ from modules.payment import module as payment_module
 from modules.shipping import module as shipping_module
 from modules.shipping.domain import parse_countries
 from telemetry import logs, metrics, tracing
+from ui import Dashboard, static_router, swagger_plugin, ui_routes
 
 log = logging.getLogger("checkout")
 
@@ -452,6 +454,8 @@ def create_app(
         *(h for m in system.modules for h in m.route_handlers),
         *(saga_action_routes(checkout.db) if checkout is not None else ()),
         *dead_letter_routes(system.consumers),
+        static_router(),
+        *(ui_routes(_dashboard(settings, system, checkout)) if checkout is not None else ()),
     ]
     app = Litestar(
         route_handlers=handlers,
@@ -459,7 +463,9 @@ def create_app(
         exception_handlers={msgspec.DecodeError: bad_input, ValidationException: invalid},
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # main() configures logging for the whole process
-        openapi_config=OpenAPIConfig(title="Saga checkout", version="0.1.0"),
+        openapi_config=OpenAPIConfig(
+            title="Saga checkout", version="0.1.0", render_plugins=[swagger_plugin()]
+        ),
         plugins=_tracing_plugins(),
         before_request=_name_server_span if tracing.ENABLED else None,
     )
@@ -499,6 +505,22 @@ async def _name_server_span(request: Request[Any, Any, Any]) -> None:
     span = trace.get_current_span()
     span.update_name(f"{request.method} {route}")
     span.set_attribute("http.route", route)
+
+
+def _dashboard(settings: Settings, system: System, checkout: ModuleHandle) -> Dashboard:
+    """The dashboard at /ui reads this process's databases (served where checkout runs)."""
+    return Dashboard(
+        checkout=checkout.db,
+        databases=[module.db for module in system.modules],
+        dead_letter_sources=[(consumer.name, consumer.db) for consumer in system.consumers],
+        saga_style=settings.saga,
+        stuck_after=settings.stuck_after,
+        module_names=[module.name for module in system.modules],
+        health=system.health,
+        # Until admin authentication lands (web/auth.py), the token is read from the
+        # environment only; the login form is then the only place that uses it.
+        admin_token=lambda: os.environ.get("SAGA_ADMIN_TOKEN") or None,
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
