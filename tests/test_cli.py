@@ -1,0 +1,179 @@
+"""The ``saga-checkout`` CLI, run through its console script against a real app process."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from tests.process import AppProcess, free_port
+from tests.support import order_body, place, wait_for
+
+pytestmark = pytest.mark.anyio
+
+CLI = Path(sys.executable).parent / "saga-checkout"
+
+
+class Cli:
+    """Runs the console script against one server and keeps what it printed."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def run(self, *args: str, expect: int = 0) -> tuple[str, str]:
+        done = await anyio.run_process([str(CLI), "--url", self.url, *args], check=False)
+        stdout, stderr = done.stdout.decode(), done.stderr.decode()
+        assert done.returncode == expect, f"exit {done.returncode}\n{stdout}\n{stderr}"
+        return stdout, stderr
+
+    async def json(self, *args: str) -> Any:
+        stdout, _ = await self.run("--json", *args)
+        return json.loads(stdout)
+
+
+async def _app(tmp_path: Path, *args: str) -> AsyncIterator[AppProcess]:
+    app = AppProcess(tmp_path / "data", tmp_path / "app.log", *args)
+    app.start()
+    try:
+        await app.wait_healthy()
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[AppProcess]:
+    async for running in _app(tmp_path):
+        yield running
+
+
+@pytest.fixture
+async def stuck_app(tmp_path: Path) -> AsyncIterator[AppProcess]:
+    """Shipping fails every delivery and gives up at once; sagas count as stuck after 1 s."""
+    async for running in _app(
+        tmp_path, "--chaos", "shipping.ScheduleShipment:exception=1.0", "--retry",
+        "attempts=1", "--timeouts", "step=600,attempts=3,saga=3600", "--stuck-after", "1",
+    ):  # fmt: skip
+        yield running
+
+
+async def test_an_unreachable_server_is_one_line_and_a_non_zero_exit() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    stdout, stderr = await Cli(url).run("sagas", "list", expect=1)
+    assert stderr.strip() == f"cannot reach {url}: is it running?"
+    assert stdout == ""
+
+
+@pytest.mark.slow
+async def test_an_operator_seeds_places_orders_and_reads_them_back(app: AppProcess) -> None:
+    cli = Cli(app.url)
+    assert await cli.json("seed", "--products", "4", "--customers", "3") == {
+        "products": 4, "customers": 3,
+    }  # fmt: skip
+    count, fraction = 20, 0.25
+    summary = await cli.json(
+        "orders", "place", "--count", str(count), "--concurrency", "4",
+        "--fail-fraction", str(fraction), "--products", "4", "--customers", "3",
+    )  # fmt: skip
+    failing = math.floor(count * fraction)
+    assert summary["placed"] == count
+    assert summary["completed"] == count - failing
+    assert summary["cancelled_by_reason"] == {"shipping failed: country_not_served": failing}
+    assert 0 < summary["p50_seconds"] <= summary["p99_seconds"]
+    assert summary["sagas_per_second"] > 0
+
+    human, _ = await cli.run(
+        "orders", "place", "--count", "4", "--fail-fraction", "0.5", "--products", "4",
+        "--customers", "3",
+    )  # fmt: skip
+    for label in ("completed", "cancelled: shipping failed: country_not_served", "sagas/s", "p50",
+                  "p99"):  # fmt: skip
+        assert label in human
+
+    compensated = await cli.json("sagas", "list", "--status", "COMPENSATED")
+    assert len(compensated) == failing + 2
+    order_id = compensated[0]["order_id"]
+    shown, _ = await cli.run("orders", "show", order_id)
+    assert "CANCELLED" in shown
+    assert "country_not_served" in shown
+    assert "inventory.ReleaseStock" in shown
+    assert "compensation" in shown
+    saga = await cli.json("sagas", "show", order_id)
+    assert saga["timeline"][0]["type"] == "order.OrderCreated"
+
+    table, _ = await cli.run("sagas", "list", "--status", "COMPLETED")
+    assert f"{count - failing + 2} sagas" in table
+    assert (await cli.json("sagas", "abort", order_id))["action"] == "AbortSaga"
+    assert await cli.json("dead-letters", "list") == []
+
+
+@pytest.mark.slow
+async def test_api_errors_and_routes_this_server_lacks_are_one_clear_line(
+    app: AppProcess,
+) -> None:
+    cli = Cli(app.url)
+    _, stderr = await cli.run("orders", "show", "no-such-order", expect=1)
+    assert stderr.strip() == "error: GET /orders/no-such-order: 404 order no-such-order not found"
+    _, stderr = await cli.run("sagas", "list", "--status", "LOST", expect=1)
+    assert stderr.startswith("error: GET /sagas: 400") and len(stderr.strip().splitlines()) == 1
+    _, stderr = await cli.run("orders", "cancel", "some-order", expect=1)
+    assert stderr.strip() in (
+        "error: this server has no POST /orders/some-order/cancel (yet)",
+        "error: POST /orders/some-order/cancel: 404 order some-order not found",
+    )
+
+
+@pytest.mark.slow
+async def test_an_operator_finds_stuck_sagas_and_dead_letters_and_acts_on_them(
+    stuck_app: AppProcess,
+) -> None:
+    cli = Cli(stuck_app.url)
+    await cli.json("seed", "--products", "2", "--customers", "2")
+    # Two orders that reach shipping, whose command then dies: their sagas wait.
+    assert len(await _place_without_waiting(cli, 2)) == 2
+
+    async def letters() -> list[Any]:
+        found: list[Any] = await cli.json("dead-letters", "list")
+        return found
+
+    await wait_for(lambda: _has(letters, 2), deadline=60, what="two dead letters")
+    dead = await letters()
+    assert {letter["type"] for letter in dead} == {"shipping.ScheduleShipment"}
+    await wait_for(lambda: _has(lambda: cli.json("sagas", "list", "--status", "STUCK"), 2),
+                   deadline=60, what="two stuck sagas")  # fmt: skip
+
+    first, second = dead
+    replayed, _ = await cli.run("dead-letters", "replay", first["id"])
+    assert replayed.strip() == f"replay {first['id']}: now RETRYING"
+    assert (await cli.json("dead-letters", "discard", second["id"]))["status"] == "DISCARDED"
+
+    aborted, _ = await cli.run("sagas", "abort", second["order_id"], "--reason", "by the test")
+    assert aborted.strip() == f"abort of saga {second['order_id']} accepted"
+
+    async def compensated() -> bool:
+        rows = await cli.json("sagas", "list", "--status", "COMPENSATED")
+        return any(row["order_id"] == second["order_id"] for row in rows)
+
+    await wait_for(compensated, deadline=60, what="the aborted saga compensated")
+    shown = await cli.json("orders", "show", second["order_id"])
+    assert shown["order"]["status"] == "CANCELLED"
+
+
+async def _has(read: Any, n: int) -> bool:
+    return len(await read()) >= n
+
+
+async def _place_without_waiting(cli: Cli, count: int) -> list[str]:
+    """Place orders through the API directly (``orders place`` waits for their end)."""
+    async with httpx.AsyncClient(base_url=cli.url) as client:
+        return [
+            await place(client, order_body(f"customer-{n + 1}", {f"sku-{n + 1}": 1}))
+            for n in range(count)
+        ]
