@@ -122,7 +122,8 @@ async def test_api_errors_and_routes_this_server_lacks_are_one_clear_line(
     _, stderr = await cli.run("orders", "show", "no-such-order", expect=1)
     assert stderr.strip() == "error: GET /orders/no-such-order: 404 order no-such-order not found"
     _, stderr = await cli.run("sagas", "list", "--status", "LOST", expect=1)
-    assert stderr.startswith("error: GET /sagas: 400") and len(stderr.strip().splitlines()) == 1
+    assert stderr.startswith("error: GET /sagas: 400")
+    assert len(stderr.strip().splitlines()) == 1
     _, stderr = await cli.run("orders", "cancel", "some-order", expect=1)
     assert stderr.strip() in (
         "error: this server has no POST /orders/some-order/cancel (yet)",
