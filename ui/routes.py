@@ -21,7 +21,7 @@ from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 from litestar.response import Redirect
 from litestar.router import Router
 from litestar.static_files import create_static_files_router
@@ -96,6 +96,8 @@ def swagger_plugin() -> SwaggerRenderPlugin:
         js_url=f"{base}/swagger-ui-bundle.js",
         css_url=f"{base}/swagger-ui.css",
         standalone_preset_js_url=f"{base}/swagger-ui-standalone-preset.js",
+        # The default icon comes from a CDN.
+        favicon=f"<link rel='icon' type='image/png' href='{base}/favicon-32x32.png'>",
     )
 
 
@@ -175,11 +177,15 @@ def _letter_routes(board: Dashboard, render: Render) -> list[HTTPRouteHandler]:
         }  # fmt: skip
 
     @get("/ui/dead-letters", include_in_schema=False)
-    async def letters_page(status: LetterStatus = "DEAD", consumer: str = "") -> Response[str]:
+    async def letters_page(
+        status: LetterStatus = "DEAD", consumer: FromQuery[str] = ""
+    ) -> Response[str]:
         return render("dead_letters.html", **letters_context(status, consumer))
 
     @get("/ui/fragments/dead-letters", include_in_schema=False)
-    async def letters_fragment(status: LetterStatus = "DEAD", consumer: str = "") -> Response[str]:
+    async def letters_fragment(
+        status: LetterStatus = "DEAD", consumer: FromQuery[str] = ""
+    ) -> Response[str]:
         return render("_dead_letters.html", **letters_context(status, consumer))
 
     return [letters_page, letters_fragment]
