@@ -112,7 +112,7 @@ def test_the_path_diagram_draws_an_event_to_the_modules_that_acted_on_it() -> No
             _entry(1, "order.OrderCreated", "order"),
             _entry(
                 2, "payment.ProcessPayment", "checkout", cause=1, kind="command", target="payment"
-            ),  # fmt: skip
+            ),
             _entry(3, "payment.PaymentFailed", "payment", cause=2),
             _entry(
                 4,
@@ -122,7 +122,7 @@ def test_the_path_diagram_draws_an_event_to_the_modules_that_acted_on_it() -> No
                 kind="command",
                 target="order",
                 compensation=True,
-            ),  # fmt: skip
+            ),
         ]
     )
     lanes = re.findall(r'font-size="13" font-family="sans-serif">(\w+)</text>', svg)
