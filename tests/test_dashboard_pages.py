@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.testing import AsyncTestClient
 
 from main import Settings, create_app
 from tests.support import final_order, order_body, place, quiescent, seed, wait_for
+from ui import COOKIE, Dashboard, static_router, ui_routes
 from ui.diagram import sequence_svg
 from ui.queries import Entry
 
@@ -137,3 +143,29 @@ def test_the_path_diagram_draws_an_event_to_the_modules_that_acted_on_it() -> No
         (payment, checkout, "#333333"),
         (checkout, order, "#c0392b"),  # the compensation, in red
     ]
+
+
+def _guarded_dashboard() -> Litestar:
+    """The dashboard behind a guard like the admin one: only public handlers or the cookie."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        if not handler.opt.get("public") and connection.cookies.get(COOKIE) != "t":
+            raise NotAuthorizedException("the admin token is missing")
+
+    board = Dashboard(
+        checkout=cast("Any", None), databases=[], dead_letter_sources=[],
+        saga_style="orchestration", stuck_after=60, module_names=[], admin_token=lambda: "t",
+    )  # fmt: skip
+    return Litestar(route_handlers=[*ui_routes(board), static_router()], guards=[guard])
+
+
+async def test_without_the_admin_cookie_pages_lead_to_the_login_form_which_is_public() -> None:
+    async with AsyncTestClient(app=_guarded_dashboard()) as client:
+        page = await client.get("/ui/health", follow_redirects=False)
+        assert (page.status_code, page.headers["location"]) == (303, "/ui/login")
+        fragment = await client.get("/ui/fragments/health")
+        assert fragment.headers["hx-redirect"] == "/ui/login"
+        assert (await client.get("/ui/login")).status_code == 200
+        assert (await client.get("/ui/static/htmx/htmx.min.js")).status_code == 200
+        login = await client.post("/ui/login", data={"token": "t"}, follow_redirects=False)
+        assert login.status_code == 303

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from litestar import MediaType, Request, Response, get, post
 from litestar.datastructures import Cookie
+from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -39,6 +40,30 @@ LETTER_STATUSES = ("DEAD", "RETRYING", "DELIVERED", "DISCARDED", "ALL")
 # Routes anyone may reach: the login form and the assets it needs. The admin
 # guard (web/auth.py) lets handlers whose opt has ``public`` through.
 PUBLIC = {"public": True}
+
+
+def _to_login(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
+    """A page asked for without the admin cookie: the login form instead of a JSON 401."""
+    return Redirect("/ui/login", status_code=303)
+
+
+def _fragment_to_login(
+    request: Request[Any, Any, Any], exc: NotAuthorizedException
+) -> Response[Any]:
+    """htmx follows ``HX-Redirect`` with the whole page (a session that expired)."""
+    return Response("", status_code=200, headers={"HX-Redirect": "/ui/login"})
+
+
+# Pages and fragments need the admin token (the app's guard checks it); without
+# it a person is sent to the login form rather than shown a JSON error.
+PAGE: dict[str, Any] = {
+    "include_in_schema": False,
+    "exception_handlers": {NotAuthorizedException: _to_login},
+}
+FRAGMENT: dict[str, Any] = {
+    "include_in_schema": False,
+    "exception_handlers": {NotAuthorizedException: _fragment_to_login},
+}
 
 
 @dataclass(frozen=True)
@@ -135,11 +160,11 @@ def _saga_routes(board: Dashboard, render: Render) -> list[HTTPRouteHandler]:
             "total": total, "sagas": lines,
         }  # fmt: skip
 
-    @get(["/ui", "/ui/sagas"], include_in_schema=False)
+    @get(["/ui", "/ui/sagas"], **PAGE)
     async def sagas_page(status: SagaStatus = None) -> Response[str]:
         return render("sagas.html", **sagas_context(status))
 
-    @get("/ui/fragments/sagas", include_in_schema=False)
+    @get("/ui/fragments/sagas", **FRAGMENT)
     async def sagas_fragment(status: SagaStatus = None) -> Response[str]:
         return render("_sagas.html", **sagas_context(status))
 
@@ -154,12 +179,12 @@ def _saga_routes(board: Dashboard, render: Render) -> list[HTTPRouteHandler]:
             "stuck": running and time.time() - start > board.stuck_after,
         }  # fmt: skip
 
-    @get("/ui/sagas/{order_id:str}", include_in_schema=False)
+    @get("/ui/sagas/{order_id:str}", **PAGE)
     async def saga_page(order_id: FromPath[str]) -> Response[str]:
         context = saga_context(order_id)
         return render("saga.html", 200 if context["order"] else 404, **context)
 
-    @get("/ui/fragments/sagas/{order_id:str}", include_in_schema=False)
+    @get("/ui/fragments/sagas/{order_id:str}", **FRAGMENT)
     async def saga_fragment(order_id: FromPath[str]) -> Response[str]:
         return render("_saga.html", **saga_context(order_id))
 
@@ -176,13 +201,13 @@ def _letter_routes(board: Dashboard, render: Render) -> list[HTTPRouteHandler]:
             "letters": queries.dead_letters(sources, status),
         }  # fmt: skip
 
-    @get("/ui/dead-letters", include_in_schema=False)
+    @get("/ui/dead-letters", **PAGE)
     async def letters_page(
         status: LetterStatus = "DEAD", consumer: FromQuery[str] = ""
     ) -> Response[str]:
         return render("dead_letters.html", **letters_context(status, consumer))
 
-    @get("/ui/fragments/dead-letters", include_in_schema=False)
+    @get("/ui/fragments/dead-letters", **FRAGMENT)
     async def letters_fragment(
         status: LetterStatus = "DEAD", consumer: FromQuery[str] = ""
     ) -> Response[str]:
@@ -199,11 +224,11 @@ def _health_routes(board: Dashboard, render: Render) -> list[HTTPRouteHandler]:
             "module_names": board.module_names,
         }  # fmt: skip
 
-    @get("/ui/health", include_in_schema=False)
+    @get("/ui/health", **PAGE)
     async def health_page() -> Response[str]:
         return render("health.html", **health_context())
 
-    @get("/ui/fragments/health", include_in_schema=False)
+    @get("/ui/fragments/health", **FRAGMENT)
     async def health_fragment() -> Response[str]:
         return render("_health.html", **health_context())
 
