@@ -89,7 +89,7 @@ def _fails_cleanly(command: Callable[P, R]) -> Callable[P, R]:
 
 
 def _table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", show_header=any(columns))
     for n, column in enumerate(columns):
         # The first column is an id to copy: never cut or wrapped.
         table.add_column(column, no_wrap=n == 0, min_width=None, overflow="fold")
