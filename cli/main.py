@@ -353,8 +353,8 @@ def letters_discard(ctx: typer.Context, letter_id: str) -> None:
 @app.command()
 def diagram() -> None:
     """Print the saga as a Mermaid diagram, drawn from its definition (``main.py diagram``)."""
-    if importlib.util.find_spec("checkout.flow") is None:
-        err.print("this version has no saga definition to draw (checkout/flow.py) yet")
+    if importlib.util.find_spec("checkout.diagrams") is None:
+        err.print("this version cannot draw the saga yet (no checkout/diagrams.py)")
         raise typer.Exit(1)
     import main as composition_root
 
