@@ -178,3 +178,26 @@ async def _place_without_waiting(cli: Cli, count: int) -> list[str]:
             await place(client, order_body(f"customer-{n + 1}", {f"sku-{n + 1}": 1}))
             for n in range(count)
         ]
+
+
+@pytest.mark.slow
+async def test_serve_runs_the_app_with_main_py_options(tmp_path: Path) -> None:
+    port = free_port()
+    process = await anyio.open_process(
+        [str(CLI), "serve", "--data-dir", str(tmp_path / "data"), "--port", str(port),
+         "--saga", "choreography", "--log-level", "WARNING"],
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def healthy() -> bool:
+                try:
+                    return (await client.get("/health")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(healthy, deadline=30, what="the served app healthy")
+            assert (await client.get("/health")).json()["saga"] == "choreography"
+    finally:
+        process.terminate()
+        await process.wait()
