@@ -52,6 +52,8 @@ async def browser() -> AsyncIterator[Browser]:
         if os.environ.get("CI"):
             pytest.fail("no /usr/bin/chromium: .ci/run runs scripts/browser.sh ensure first")
         pytest.skip("no /usr/bin/chromium (scripts/browser.sh ensure installs it)")
+    # A loaded CI machine: every wait on the page gets the same generous deadline.
+    expect.set_options(timeout=WAIT_MS)
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield launched
@@ -119,6 +121,7 @@ async def test_an_operator_finds_filters_aborts_and_replays_in_the_dashboard(
         app.start()  # the fault is fixed
         await app.wait_healthy()
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(WAIT_MS)
         shots = Shots(page, ARTIFACTS / f"dashboard-{saga_mode}")
         dialogs: list[str] = []
         await _confirming(page, dialogs)
@@ -196,20 +199,20 @@ async def _discard_replay_and_abort(
     await expect(page.locator("#flash")).to_contain_text("discard: DISCARDED")
     await _letter_row(page, replayed).get_by_role("button", name="Replay").click()
     await expect(page.locator("#flash")).to_contain_text("replay: RETRYING")
-    await expect(letters).to_have_count(0, timeout=WAIT_MS)
+    await expect(letters).to_have_count(0)
     await shots.take("dead-letters-after")
 
     await page.goto(f"{url}/ui/sagas/{aborted}")
     await page.get_by_role("button", name="Abort").click()
     await expect(page.locator("#flash")).to_contain_text("abort: AbortSaga")
-    await expect(page.locator("#saga-status")).to_have_text("COMPENSATED", timeout=WAIT_MS)
+    await expect(page.locator("#saga-status")).to_have_text("COMPENSATED")
     await expect(page.locator("tr.compensation").first).to_be_visible()
     await expect(page.locator(".reason")).to_contain_text("aborted from the dashboard")
     await shots.take("saga-aborted")
     assert len(dialogs) == 3, dialogs
 
     await page.goto(f"{url}/ui/sagas/{replayed}")
-    await expect(page.locator("#saga-status")).to_have_text("COMPLETED", timeout=WAIT_MS)
+    await expect(page.locator("#saga-status")).to_have_text("COMPLETED")
     await shots.take("saga-replayed")
 
 
@@ -221,14 +224,14 @@ def _letter_row(page: Page, order_id: str) -> Any:
 
 async def _health_and_docs(page: Page, url: str, shots: Shots) -> None:
     await page.goto(f"{url}/ui/health")
-    await expect(page.locator("#in-flight")).to_have_text("0", timeout=WAIT_MS)
-    await expect(page.locator("#outbox-backlog")).to_have_text("0", timeout=WAIT_MS)
+    await expect(page.locator("#in-flight")).to_have_text("0")
+    await expect(page.locator("#outbox-backlog")).to_have_text("0")
     # Seven sagas ended within the last minute (the runs above take less).
     assert float(await page.locator("#sagas-per-second").inner_text()) > 0
     await shots.take("health")
 
     await page.goto(f"{url}/schema")
-    await expect(page.locator(".opblock").first).to_be_visible(timeout=WAIT_MS)
+    await expect(page.locator(".opblock").first).to_be_visible()
     await expect(page.locator("body")).to_contain_text("/sagas/{order_id}/abort")
     assert await page.locator(".opblock").count() >= 12
     await shots.take("schema")
