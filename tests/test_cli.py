@@ -13,6 +13,7 @@ import anyio
 import httpx
 import pytest
 
+from cli.client import admin_token
 from tests.process import AppProcess, free_port
 from tests.support import order_body, place, wait_for
 
@@ -24,11 +25,19 @@ CLI = Path(sys.executable).parent / "saga-checkout"
 class Cli:
     """Runs the console script against one server and keeps what it printed."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, data_dir: Path | None = None) -> None:
         self.url = url
+        # The CLI finds the admin token where the app keeps it (once it has one).
+        self.data_dir = data_dir or Path("data")
+
+    def headers(self) -> dict[str, str]:
+        token = admin_token(None, None, self.data_dir)
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def run(self, *args: str, expect: int = 0) -> tuple[str, str]:
-        done = await anyio.run_process([str(CLI), "--url", self.url, *args], check=False)
+        done = await anyio.run_process(
+            [str(CLI), "--url", self.url, "--data-dir", str(self.data_dir), *args], check=False
+        )
         stdout, stderr = done.stdout.decode(), done.stderr.decode()
         assert done.returncode == expect, f"exit {done.returncode}\n{stdout}\n{stderr}"
         return stdout, stderr
@@ -73,7 +82,7 @@ async def test_an_unreachable_server_is_one_line_and_a_non_zero_exit() -> None:
 
 @pytest.mark.slow
 async def test_an_operator_seeds_places_orders_and_reads_them_back(app: AppProcess) -> None:
-    cli = Cli(app.url)
+    cli = Cli(app.url, app.data_dir)
     assert await cli.json("seed", "--products", "4", "--customers", "3") == {
         "products": 4, "customers": 3,
     }  # fmt: skip
@@ -118,7 +127,7 @@ async def test_an_operator_seeds_places_orders_and_reads_them_back(app: AppProce
 async def test_api_errors_and_routes_this_server_lacks_are_one_clear_line(
     app: AppProcess,
 ) -> None:
-    cli = Cli(app.url)
+    cli = Cli(app.url, app.data_dir)
     _, stderr = await cli.run("orders", "show", "no-such-order", expect=1)
     assert stderr.strip() == "error: GET /orders/no-such-order: 404 order no-such-order not found"
     _, stderr = await cli.run("sagas", "list", "--status", "LOST", expect=1)
@@ -135,7 +144,7 @@ async def test_api_errors_and_routes_this_server_lacks_are_one_clear_line(
 async def test_an_operator_finds_stuck_sagas_and_dead_letters_and_acts_on_them(
     stuck_app: AppProcess,
 ) -> None:
-    cli = Cli(stuck_app.url)
+    cli = Cli(stuck_app.url, stuck_app.data_dir)
     await cli.json("seed", "--products", "2", "--customers", "2")
     # Two orders that reach shipping, whose command then dies: their sagas wait.
     assert len(await _place_without_waiting(cli, 2)) == 2
@@ -173,7 +182,7 @@ async def _has(read: Any, n: int) -> bool:
 
 async def _place_without_waiting(cli: Cli, count: int) -> list[str]:
     """Place orders through the API directly (``orders place`` waits for their end)."""
-    async with httpx.AsyncClient(base_url=cli.url) as client:
+    async with httpx.AsyncClient(base_url=cli.url, headers=cli.headers()) as client:
         return [
             await place(client, order_body(f"customer-{n + 1}", {f"sku-{n + 1}": 1}))
             for n in range(count)
