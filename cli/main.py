@@ -6,7 +6,6 @@ is one line on stderr and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -350,15 +349,15 @@ def letters_discard(ctx: typer.Context, letter_id: str) -> None:
     _letter_action(ctx, letter_id, "discard")
 
 
-@app.command()
-def diagram() -> None:
-    """Print the saga as a Mermaid diagram, drawn from its definition (``main.py diagram``)."""
-    if importlib.util.find_spec("checkout.diagrams") is None:
-        err.print("this version cannot draw the saga yet (no checkout/diagrams.py)")
-        raise typer.Exit(1)
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def diagram(ctx: typer.Context) -> None:
+    """The saga as Mermaid diagrams, from its definition (``main.py diagram [--saga S]``)."""
     import main as composition_root
 
-    composition_root.main(["diagram"])
+    composition_root.main(["diagram", *ctx.args])
 
 
 if __name__ == "__main__":

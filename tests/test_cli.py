@@ -189,6 +189,13 @@ async def _place_without_waiting(cli: Cli, count: int) -> list[str]:
         ]
 
 
+async def test_diagram_prints_the_mermaid_of_the_saga_definition() -> None:
+    stdout, _ = await Cli("http://127.0.0.1:1").run("diagram", "--saga", "choreography")
+    assert stdout.startswith("```mermaid\nsequenceDiagram")
+    assert "choreography" in stdout
+    assert "orchestration" not in stdout
+
+
 @pytest.mark.slow
 async def test_serve_runs_the_app_with_main_py_options(tmp_path: Path) -> None:
     port = free_port()
