@@ -511,6 +511,7 @@ def _dashboard(settings: Settings, system: System, checkout: ModuleHandle) -> Da
     """The dashboard at /ui reads this process's databases (served where checkout runs)."""
     return Dashboard(
         checkout=checkout.db,
+        definitions=system.definitions,
         databases=[module.db for module in system.modules],
         dead_letter_sources=[(consumer.name, consumer.db) for consumer in system.consumers],
         saga_style=settings.saga,

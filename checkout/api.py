@@ -6,6 +6,7 @@ import heapq
 import sqlite3
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import msgspec
@@ -21,7 +22,14 @@ from checkout.contract import SagaResolved
 from checkout.db import TimelineRow, TrackedSagaRow
 from checkout.definition import Definitions, Role, SagaDefinition
 
-__all__ = ["SagaDetail", "SagaView", "StepView", "TimelineEntry", "checkout_routes"]
+__all__ = [
+    "SagaDetail",
+    "SagaView",
+    "StepView",
+    "TimelineEntry",
+    "checkout_routes",
+    "read_saga_detail",
+]
 
 TERMINAL = ("COMPLETED", "COMPENSATED")
 # Parked sagas are reported once, when they park, and listed as PARKED: not as stuck.
@@ -141,6 +149,40 @@ def _when(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 
 
+def read_saga_detail(
+    definitions: Definitions, order_id: str, conn: sqlite3.Connection
+) -> SagaDetail | None:
+    """One saga's detail as ``GET /sagas/{id}`` gives it (the dashboard reads it too)."""
+    tracked = conn.execute(
+        "SELECT status, step, definition_version, started_at, updated_at"
+        " FROM tracked_sagas WHERE saga_id = ?",
+        (order_id,),
+    ).fetchone()
+    if tracked is None:
+        return None
+    owned = conn.execute("SELECT status, step FROM sagas WHERE saga_id = ?", (order_id,)).fetchone()
+    status, step, version, started_at, updated_at = tracked
+    if owned is not None:
+        status, step = owned  # the orchestrator's row is the truth
+    rows = conn.execute(
+        "SELECT type, payload FROM timeline WHERE saga_id = ? ORDER BY occurred_at",
+        (order_id,),
+    ).fetchall()
+    definition = definitions.version(version or definitions.current.version)
+    notes = [
+        str(msgspec.json.decode(payload)["note"])
+        for type_name, payload in rows
+        if type_name == SagaResolved.TYPE
+    ]
+    return SagaDetail(
+        order_id=order_id, status=status,
+        style="orchestration" if owned is not None else "choreography",
+        definition_version=definition.version, step=step,
+        started_at=_when(started_at), updated_at=_when(updated_at),
+        steps=_step_views(definition, status, rows), notes=notes,
+    )  # fmt: skip
+
+
 def checkout_routes(
     db: Database, definitions: Definitions, *, stuck_after: float
 ) -> list[HTTPRouteHandler]:
@@ -223,39 +265,7 @@ def checkout_routes(
         """One saga: its status, style and definition version, and each step with what was
         done, what was undone, what was not, and its last error."""
 
-        def read(conn: sqlite3.Connection) -> SagaDetail | None:
-            tracked = conn.execute(
-                "SELECT status, step, definition_version, started_at, updated_at"
-                " FROM tracked_sagas WHERE saga_id = ?",
-                (order_id,),
-            ).fetchone()
-            if tracked is None:
-                return None
-            owned = conn.execute(
-                "SELECT status, step FROM sagas WHERE saga_id = ?", (order_id,)
-            ).fetchone()
-            status, step, version, started_at, updated_at = tracked
-            if owned is not None:
-                status, step = owned  # the orchestrator's row is the truth
-            rows = conn.execute(
-                "SELECT type, payload FROM timeline WHERE saga_id = ? ORDER BY occurred_at",
-                (order_id,),
-            ).fetchall()
-            definition = definitions.version(version or definitions.current.version)
-            notes = [
-                str(msgspec.json.decode(payload)["note"])
-                for type_name, payload in rows
-                if type_name == SagaResolved.TYPE
-            ]
-            return SagaDetail(
-                order_id=order_id, status=status,
-                style="orchestration" if owned is not None else "choreography",
-                definition_version=definition.version, step=step,
-                started_at=_when(started_at), updated_at=_when(updated_at),
-                steps=_step_views(definition, status, rows), notes=notes,
-            )  # fmt: skip
-
-        detail = db.read_now(read)
+        detail = db.read_now(partial(read_saga_detail, definitions, order_id))
         if detail is None:
             raise NotFoundException(f"no saga for order {order_id}")
         return detail

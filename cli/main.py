@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from cli.client import Api, ApiError, MissingRouteError, admin_token
+from cli.client import Api, ApiError, admin_token
 from cli.load import place_orders
 
 __all__ = ["app"]
@@ -219,11 +219,15 @@ def orders_show(ctx: typer.Context, order_id: str) -> None:
 
 @orders.command("cancel")
 @_fails_cleanly
-def orders_cancel(ctx: typer.Context, order_id: str) -> None:
-    """Cancel an order (``POST /orders/{id}/cancel``, once the server has it)."""
+def orders_cancel(
+    ctx: typer.Context,
+    order_id: str,
+    reason: Annotated[str | None, typer.Option(help="why, kept with the order")] = None,
+) -> None:
+    """Cancel an order while its saga runs (the saga then undoes what it did)."""
     options = _options(ctx)
-    answer = options.api.post(f"/orders/{order_id}/cancel")
-    _emit(options, answer, lambda: f"cancel of order {order_id}: {answer}")
+    answer = options.api.post(f"/orders/{order_id}/cancel", {"reason": reason} if reason else None)
+    _emit(options, answer, lambda: f"order {order_id}: {answer['status']} ({answer['reason']})")
 
 
 SAGA_COLUMNS = ("order", "status", "step", "last message", "age", "stuck")
@@ -253,27 +257,23 @@ def sagas_list(
 @sagas.command("show")
 @_fails_cleanly
 def sagas_show(ctx: typer.Context, order_id: str) -> None:
-    """A saga's detail (``GET /sagas/{id}`` where the server has it) and its timeline."""
+    """A saga: status, style, each step done, undone or not, and its timeline."""
     options = _options(ctx)
-    try:
-        detail = options.api.get(f"/sagas/{order_id}")
-    except MissingRouteError:
-        detail = None
+    detail = options.api.get(f"/sagas/{order_id}")
     timeline = options.api.get(f"/orders/{order_id}/timeline")
 
     def human() -> object:
+        facts = [
+            ("saga", detail["order_id"]), ("status", detail["status"]),
+            ("style", detail["style"]), ("definition", f"v{detail['definition_version']}"),
+            ("step", detail["step"]),
+            *(("resolved by hand", note) for note in detail.get("notes", [])),
+        ]  # fmt: skip
+        steps = [(s["name"], s["kind"], s["module"], s["outcome"], s.get("last_error") or "")
+                 for s in detail["steps"]]  # fmt: skip
         group = Table.grid(padding=(1, 0))
-        if isinstance(detail, dict):
-            group.add_row(
-                _table(
-                    None,
-                    ("", ""),
-                    [
-                        (k, json.dumps(v) if isinstance(v, (dict, list)) else v)
-                        for k, v in detail.items()
-                    ],
-                )
-            )
+        group.add_row(_table(None, ("", ""), facts))
+        group.add_row(_table("steps", ("step", "kind", "module", "outcome", "last error"), steps))
         group.add_row(_timeline_table(timeline))
         return group
 
@@ -306,9 +306,13 @@ def sagas_abort(
 
 @sagas.command("resolve")
 @_fails_cleanly
-def sagas_resolve(ctx: typer.Context, order_id: str) -> None:
-    """Mark a PARKED saga resolved (once the server has parked sagas)."""
-    _saga_action(ctx, order_id, "resolve")
+def sagas_resolve(
+    ctx: typer.Context,
+    order_id: str,
+    note: Annotated[str, typer.Option(help="what was done by hand (kept in the saga)")],
+) -> None:
+    """Record that a PARKED compensation was done by hand; the saga then finishes undoing."""
+    _saga_action(ctx, order_id, "resolve", {"note": note})
 
 
 @letters.command("list")

@@ -153,8 +153,9 @@ def _guarded_dashboard() -> Litestar:
             raise NotAuthorizedException("the admin token is missing")
 
     board = Dashboard(
-        checkout=cast("Any", None), databases=[], dead_letter_sources=[],
-        saga_style="orchestration", stuck_after=60, module_names=[], admin_token=lambda: "t",
+        checkout=cast("Any", None), definitions=cast("Any", None), databases=[],
+        dead_letter_sources=[], saga_style="orchestration", stuck_after=60, module_names=[],
+        admin_token=lambda: "t",
     )  # fmt: skip
     return Litestar(route_handlers=[*ui_routes(board), static_router()], guards=[guard])
 

@@ -22,6 +22,7 @@ from typing import Any
 from bus.sqlite import Database
 
 __all__ = [
+    "NOT_STUCK",
     "STATUSES",
     "DeadLetter",
     "Entry",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 TERMINAL = ("COMPLETED", "COMPENSATED")
+# A parked saga waits for a person by design: it is listed as PARKED, never as stuck.
+NOT_STUCK = (*TERMINAL, "PARKED")
 # PARKED is listed before it exists so that the filter needs no change when it lands.
 STATUSES = ("RUNNING", "COMPENSATING", "PARKED", "STUCK", "COMPLETED", "COMPENSATED")
 
@@ -47,6 +50,7 @@ class SagaLine:
     status: str
     step: str
     last_message: str
+    style: str
     started_at: float
     updated_at: float
     stuck: bool
@@ -98,6 +102,7 @@ class DeadLetter:
 @dataclass(frozen=True)
 class Headline:
     in_flight: int
+    parked: int
     outbox_backlog: int
     finished_last_minute: int
     dead_letters: int
@@ -111,22 +116,27 @@ class Headline:
 def saga_lines(
     checkout: Database, status: str | None, *, stuck_after: float, limit: int = 200
 ) -> list[SagaLine]:
-    """Newest first, filtered like ``GET /sagas?status=``."""
+    """Newest first, filtered like ``GET /sagas?status=``; a saga with an orchestrator's
+    row is orchestrated, the others were choreographed."""
     now = time.time()
-    sql = "SELECT saga_id, status, step, last_type, started_at, updated_at FROM tracked_sagas"
+    sql = (
+        "SELECT t.saga_id, t.status, t.step, t.last_type, t.started_at, t.updated_at,"
+        " s.saga_id IS NOT NULL FROM tracked_sagas t LEFT JOIN sagas s USING (saga_id)"
+    )
     params: tuple[Any, ...] = ()
     if status == "STUCK":
-        sql += " WHERE status NOT IN (?, ?) AND started_at < ?"
-        params = (*TERMINAL, now - stuck_after)
+        sql += " WHERE t.status NOT IN (?, ?, ?) AND t.started_at < ?"
+        params = (*NOT_STUCK, now - stuck_after)
     elif status:
-        sql += " WHERE status = ?"
+        sql += " WHERE t.status = ?"
         params = (status,)
-    sql += " ORDER BY started_at DESC LIMIT ?"
+    sql += " ORDER BY t.started_at DESC LIMIT ?"
     rows = checkout.read_now(lambda conn: conn.execute(sql, (*params, limit)).fetchall())
     return [
         SagaLine(
-            order_id=r[0], status=r[1], step=r[2], last_message=r[3], started_at=r[4],
-            updated_at=r[5], stuck=r[1] not in TERMINAL and now - r[4] > stuck_after,
+            order_id=r[0], status=r[1], step=r[2], last_message=r[3],
+            style="orchestration" if r[6] else "choreography", started_at=r[4],
+            updated_at=r[5], stuck=r[1] not in NOT_STUCK and now - r[4] > stuck_after,
         )
         for r in rows
     ]  # fmt: skip
@@ -139,8 +149,8 @@ def status_counts(checkout: Database, *, stuck_after: float) -> dict[str, int]:
         counts = dict.fromkeys(STATUSES, 0)
         counts.update(conn.execute("SELECT status, count(*) FROM tracked_sagas GROUP BY status"))
         counts["STUCK"] = conn.execute(
-            "SELECT count(*) FROM tracked_sagas WHERE status NOT IN (?, ?) AND started_at < ?",
-            (*TERMINAL, time.time() - stuck_after),
+            "SELECT count(*) FROM tracked_sagas WHERE status NOT IN (?, ?, ?) AND started_at < ?",
+            (*NOT_STUCK, time.time() - stuck_after),
         ).fetchone()[0]
         return counts
 
@@ -181,26 +191,21 @@ def timeline(checkout: Database, order_id: str) -> list[Entry]:
     return _causal_order(entries)
 
 
-def order_of(checkout: Database, order_id: str, entries: Sequence[Entry]) -> Order | None:
+def order_of(entries: Sequence[Entry], status: str) -> Order | None:
     """The order as its saga saw it: created with, and how it ended (reason if cancelled)."""
     created = next((e.data for e in entries if e.type == "order.OrderCreated"), None)
-    row = checkout.read_now(
-        lambda conn: conn.execute(
-            "SELECT status FROM tracked_sagas WHERE saga_id = ?", (order_id,)
-        ).fetchone()
-    )
-    if created is None or row is None:
+    if created is None:
         return None
     cancelled = next((e.data for e in entries if e.type == "order.OrderCancelled"), None)
     aborted = next((e.data for e in entries if e.type == "checkout.AbortSaga"), None)
     reason = (cancelled or aborted or {}).get("reason")
     return Order(
-        order_id=order_id,
+        order_id=created["order_id"],
         customer_id=created["customer_id"],
         lines=list(created["items"]),
         total_cents=created["total_cents"],
         address=created["shipping_address"],
-        status=row[0],
+        status=status,
         reason=reason,
     )
 
@@ -244,15 +249,18 @@ def headline(
 ) -> Headline:
     """Sagas in flight, outbox backlog (every database of this process), sagas/s last minute."""
 
-    def checkout_numbers(conn: sqlite3.Connection) -> tuple[int, int]:
+    def checkout_numbers(conn: sqlite3.Connection) -> tuple[int, int, int]:
         in_flight = conn.execute(
             "SELECT count(*) FROM tracked_sagas WHERE status NOT IN (?, ?)", TERMINAL
+        ).fetchone()[0]
+        parked = conn.execute(
+            "SELECT count(*) FROM tracked_sagas WHERE status = 'PARKED'"
         ).fetchone()[0]
         finished = conn.execute(
             "SELECT count(*) FROM tracked_sagas WHERE status IN (?, ?) AND updated_at >= ?",
             (*TERMINAL, time.time() - 60.0),
         ).fetchone()[0]
-        return in_flight, finished
+        return in_flight, parked, finished
 
     def backlog(conn: sqlite3.Connection) -> int:
         count: int = conn.execute(
@@ -260,7 +268,7 @@ def headline(
         ).fetchone()[0]
         return count
 
-    in_flight, finished = checkout.read_now(checkout_numbers)
+    in_flight, parked, finished = checkout.read_now(checkout_numbers)
     outbox = sum(db.read_now(backlog) for db in databases)
     dead_count = sum(db.read_now(partial(_dead_count, name)) for name, db in dead)
-    return Headline(in_flight, outbox, finished, dead_count)
+    return Headline(in_flight, parked, outbox, finished, dead_count)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,6 +29,8 @@ from litestar.router import Router
 from litestar.static_files import create_static_files_router
 
 from bus.sqlite import Database
+from checkout.api import read_saga_detail
+from checkout.definition import Definitions
 from ui import queries
 from ui.diagram import sequence_svg
 
@@ -71,9 +74,11 @@ class Dashboard:
     """What the dashboard reads: checkout's database and every database of this process."""
 
     checkout: Database
+    definitions: Definitions
     databases: Sequence[Database]
     # (consumer name, its database) for every consumer that keeps dead letters here.
     dead_letter_sources: Sequence[tuple[str, Database]]
+    # The process's style: new sagas start in it (each saga shows its own).
     saga_style: str
     stuck_after: float
     module_names: Sequence[str]
@@ -169,14 +174,16 @@ def _saga_routes(board: Dashboard, render: Render) -> list[HTTPRouteHandler]:
         return render("_sagas.html", **sagas_context(status))
 
     def saga_context(order_id: str) -> dict[str, Any]:
+        # The same reading of the saga as GET /sagas/{id}: each step done, undone or not.
+        detail = board.checkout.read_now(partial(read_saga_detail, board.definitions, order_id))
         entries = queries.timeline(board.checkout, order_id)
-        order = queries.order_of(board.checkout, order_id, entries)
+        order = None if detail is None else queries.order_of(entries, detail.status)
         start = entries[0].at if entries else time.time()
-        running = order is not None and order.status not in queries.TERMINAL
+        late = time.time() - start > board.stuck_after
         return {
-            "page": "sagas", "order_id": order_id, "order": order, "timeline": entries,
-            "start": start, "diagram": sequence_svg(entries),
-            "stuck": running and time.time() - start > board.stuck_after,
+            "page": "sagas", "order_id": order_id, "order": order, "detail": detail,
+            "timeline": entries, "start": start, "diagram": sequence_svg(entries),
+            "stuck": detail is not None and detail.status not in queries.NOT_STUCK and late,
         }  # fmt: skip
 
     @get("/ui/sagas/{order_id:str}", **PAGE)

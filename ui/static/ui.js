@@ -11,8 +11,16 @@
     var button = event.target.closest("button[data-post]");
     if (!button) return;
     event.preventDefault();
-    if (!window.confirm(button.dataset.confirm || "Are you sure?")) return;
     var options = { method: "POST", credentials: "same-origin", headers: {} };
+    if (button.dataset.prompt) {
+      // Resolve: the note is the confirmation (cancel or nothing written: no request).
+      var note = window.prompt(button.dataset.prompt);
+      if (!note) return;
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify({ note: note });
+    } else if (!window.confirm(button.dataset.confirm || "Are you sure?")) {
+      return;
+    }
     if (button.dataset.action === "abort") {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify({ reason: "aborted from the dashboard" });
@@ -26,8 +34,6 @@
           if (response.ok) {
             flash(button.dataset.action + ": " + (body.status || body.action || "accepted") +
                   " (" + (body.id || body.order_id || "") + ")", true);
-          } else if (response.status === 404 && button.dataset.action === "resolve") {
-            flash("resolve: this server has no resolve route yet", false);
           } else {
             flash(button.dataset.action + " failed: " + response.status + " " + (body.detail || text), false);
           }
