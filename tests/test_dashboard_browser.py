@@ -2,11 +2,13 @@
 
 The app runs as a real process over one data directory, in three runs:
 1. orders that complete and orders that compensate (no carrier for AQ);
-2. with shipping broken (an injected exception on every delivery, no retries):
+2. with refunds broken and compensations tried once: an order whose saga parks;
+3. with shipping broken (an injected exception on every delivery, no retries):
    two orders whose shipping message dies, so their sagas wait, stuck;
-3. the fault fixed (a restart without it): in the browser, find the sagas,
+4. the faults fixed (a restart without them): in the browser, find the sagas,
    filter the stuck ones, open one, discard its dead letter and abort it (it
-   compensates); replay the other's dead letter (it completes). Health and the
+   compensates); replay the other's dead letter (it completes); resolve the
+   parked saga with a note. Health and the
    offline API docs are checked on the way. Each page is saved as a screenshot
    under ``tests/artifacts/dashboard-<style>/``.
 """
@@ -43,6 +45,12 @@ SHIPPING_INPUT = {
     "orchestration": "shipping.ScheduleShipment",
     "choreography": "inventory.StockReserved",
 }
+# ... and the one whose handler refunds the payment when a saga is undone.
+REFUND_INPUT = {
+    "orchestration": "payment.RefundPayment",
+    "choreography": "inventory.StockReleased",
+}
+NOTE = "refunded by hand in the payment provider's console"
 WAIT_MS = 30_000
 
 
@@ -71,8 +79,9 @@ class Shots:
         await self.page.screenshot(path=self.directory / f"{name}.png", full_page=True)
 
 
-async def _orders_in_two_runs(app: AppProcess, saga_mode: str) -> dict[str, Any]:
-    """Run 1: three complete, two compensate. Run 2 (shipping broken): two get stuck."""
+async def _orders_in_three_runs(app: AppProcess, saga_mode: str) -> dict[str, Any]:
+    """Run 1: three complete, two compensate. Run 2 (refunds broken, compensations tried
+    once): one parks. Run 3 (shipping broken): two get stuck."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
     app.start()
     await app.wait_healthy()
@@ -84,6 +93,21 @@ async def _orders_in_two_runs(app: AppProcess, saga_mode: str) -> dict[str, Any]
             await final_order(client, order_id)
     app.stop()
 
+    app.start(
+        "--chaos", f"{REFUND_INPUT[saga_mode]}:exception=1.0",
+        "--timeouts", "step=1,attempts=1,undo=1,saga=3600",
+    )  # fmt: skip
+    await app.wait_healthy()
+    async with httpx.AsyncClient(base_url=app.url, headers=headers, timeout=30) as client:
+        parked = await place(client, order_body("ada", {"sku-2": 1}, country="AQ"))
+
+        async def is_parked() -> bool:
+            rows = (await client.get("/sagas", params={"status": "PARKED"})).json()
+            return [row["order_id"] for row in rows] == [parked]
+
+        await wait_for(is_parked, deadline=60, what="a parked saga")
+    app.stop()
+
     app.start("--chaos", f"{SHIPPING_INPUT[saga_mode]}:exception=1.0")
     await app.wait_healthy()
     async with httpx.AsyncClient(base_url=app.url, headers=headers, timeout=30) as client:
@@ -91,18 +115,19 @@ async def _orders_in_two_runs(app: AppProcess, saga_mode: str) -> dict[str, Any]
 
         async def both_dead_and_stuck() -> bool:
             dead = (await client.get("/dead-letters")).json()
+            shipping = [d for d in dead if d["type"] == SHIPPING_INPUT[saga_mode]]
             late = (await client.get("/sagas", params={"status": "STUCK"})).json()
-            return len(dead) == 2 and {s["order_id"] for s in late} == set(stuck)
+            return len(shipping) == 2 and {s["order_id"] for s in late} == set(stuck)
 
         await wait_for(both_dead_and_stuck, deadline=60, what="two dead letters, two stuck sagas")
     app.stop()
-    return {"good": good, "bad": bad, "stuck": stuck}
+    return {"good": good, "bad": bad, "parked": parked, "stuck": stuck}
 
 
 async def _confirming(page: Page, dialogs: list[str]) -> None:
     async def accept(dialog: Dialog) -> None:
         dialogs.append(dialog.message)
-        await dialog.accept()
+        await dialog.accept(NOTE if dialog.type == "prompt" else "")
 
     page.on("dialog", accept)
 
@@ -117,7 +142,7 @@ async def test_an_operator_finds_filters_aborts_and_replays_in_the_dashboard(
         "--timeouts", "step=600,attempts=3,saga=3600", "--stuck-after", "2",
     )  # fmt: skip
     try:
-        orders = await _orders_in_two_runs(app, saga_mode)
+        orders = await _orders_in_three_runs(app, saga_mode)
         app.start()  # the fault is fixed
         await app.wait_healthy()
         page = await browser.new_page(viewport={"width": 1280, "height": 900})
@@ -128,6 +153,7 @@ async def test_an_operator_finds_filters_aborts_and_replays_in_the_dashboard(
         await _log_in(page, app.url, shots)
         await _find_and_filter(page, app.url, orders, shots)
         await _discard_replay_and_abort(page, app.url, orders, shots, dialogs)
+        await _resolve(page, app.url, orders["parked"], shots, saga_mode)
         await _health_and_docs(page, app.url, shots)
     except BaseException:
         print(app.tail(120))
@@ -153,12 +179,13 @@ async def _log_in(page: Page, url: str, shots: Shots) -> None:
 
 async def _find_and_filter(page: Page, url: str, orders: dict[str, Any], shots: Shots) -> None:
     await page.goto(f"{url}/ui")
-    for order_id in orders["good"] + orders["bad"] + orders["stuck"]:
+    for order_id in [*orders["good"], *orders["bad"], orders["parked"], *orders["stuck"]]:
         await expect(page.locator(f"tr[data-order-id='{order_id}']")).to_be_visible()
     counts = page.locator(".counts")
     await expect(counts.locator("[data-status=COMPLETED] .count")).to_have_text("3")
     await expect(counts.locator("[data-status=COMPENSATED] .count")).to_have_text("2")
     await expect(counts.locator("[data-status=STUCK] .count")).to_have_text("2")
+    await expect(counts.locator("[data-status=PARKED] .count")).to_have_text("1")
     await shots.take("sagas")
 
     await counts.locator("[data-status=STUCK]").click()
@@ -193,13 +220,13 @@ async def _discard_replay_and_abort(
     # Its dead letter goes first: in choreography the abort queues behind it.
     await page.goto(f"{url}/ui/dead-letters")
     letters = page.locator("table.dead-letters tbody tr[data-letter-id]")
-    await expect(letters).to_have_count(2)
+    await expect(letters).to_have_count(3)  # the two stuck sagas' and the parked one's
     await shots.take("dead-letters")
     await _letter_row(page, aborted).get_by_role("button", name="Discard").click()
     await expect(page.locator("#flash")).to_contain_text("discard: DISCARDED")
     await _letter_row(page, replayed).get_by_role("button", name="Replay").click()
     await expect(page.locator("#flash")).to_contain_text("replay: RETRYING")
-    await expect(letters).to_have_count(0)
+    await expect(letters).to_have_count(1)
     await shots.take("dead-letters-after")
 
     await page.goto(f"{url}/ui/sagas/{aborted}")
@@ -222,9 +249,26 @@ def _letter_row(page: Page, order_id: str) -> Any:
     )
 
 
+async def _resolve(page: Page, url: str, order_id: str, shots: Shots, saga_mode: str) -> None:
+    await page.goto(f"{url}/ui/sagas/{order_id}")
+    await expect(page.locator("#saga-status")).to_have_text("PARKED")
+    await expect(page.locator("tr[data-step=payment] .outcome")).to_have_text("not undone")
+    await shots.take("saga-parked")
+    await page.get_by_role("button", name="Resolve").click()
+    await expect(page.locator("#flash")).to_contain_text("resolve: ResolveSaga")
+    await expect(page.locator(".notes")).to_contain_text(NOTE)
+    if saga_mode == "orchestration":
+        await expect(page.locator("#saga-status")).to_have_text("COMPENSATED")
+    await shots.take("saga-resolved")
+
+
 async def _health_and_docs(page: Page, url: str, shots: Shots) -> None:
     await page.goto(f"{url}/ui/health")
-    await expect(page.locator("#in-flight")).to_have_text("0")
+    # Every saga has ended but, in choreography, the resolved one: its undo waits behind
+    # the dead letter its refund left in the payment consumer. The API agrees.
+    sagas = await (await page.request.get(f"{url}/sagas")).json()
+    unfinished = sum(saga["status"] not in ("COMPLETED", "COMPENSATED") for saga in sagas)
+    await expect(page.locator("#in-flight")).to_have_text(str(unfinished))
     await expect(page.locator("#outbox-backlog")).to_have_text("0")
     # Seven sagas ended within the last minute (the runs above take less).
     assert float(await page.locator("#sagas-per-second").inner_text()) > 0
