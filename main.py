@@ -21,9 +21,10 @@ from typing import Any
 import anyio
 import msgspec
 import uvicorn
-from litestar import Litestar, MediaType, Request, Response, get
+from litestar import Litestar, MediaType, Request, Response, Router, get
 from litestar.exceptions import ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
 from litestar.status_codes import HTTP_400_BAD_REQUEST, HTTP_503_SERVICE_UNAVAILABLE
 from opentelemetry import trace
@@ -33,7 +34,17 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from bus.chaos import ChaosPlan, ChaosTransport
 from bus.consumer import Consumer, Route
 from bus.faults import CrashPoints
-from bus.kafka import KafkaSettings, KafkaTransport
+from bus.kafka import (
+    PASSWORD_ENV,
+    SASL_MECHANISMS,
+    SECURITY_PROTOCOLS,
+    USERNAME_ENV,
+    KafkaAccessError,
+    KafkaSecurity,
+    KafkaSettings,
+    KafkaTransport,
+    check_access,
+)
 from bus.memory import InMemoryTransport
 from bus.messages import Message, MessageRegistry
 from bus.module import ModuleHandle
@@ -59,10 +70,18 @@ from modules.shipping import module as shipping_module
 from modules.shipping.domain import parse_countries
 from telemetry import logs, metrics, tracing
 from ui import Dashboard, static_router, swagger_plugin, ui_routes
+from web.auth import (
+    PUBLIC,
+    SECURITY_SCHEMES,
+    TokenError,
+    admin_guard,
+    document_access,
+    ensure_token,
+)
+from web.http import StrictStructs, document_body_limit, edge_checks, options_routes, problems
+from web.limits import MAX_BODY_BYTES
 
 log = logging.getLogger("checkout")
-
-MAX_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -182,6 +201,20 @@ class Settings:
     kafka_prefix: str = _option(
         "saga.", "prefix of topic and consumer group names (lets several systems share a broker)"
     )
+    kafka_security_protocol: str = _option("PLAINTEXT", choices=list(SECURITY_PROTOCOLS))
+    kafka_sasl_mechanism: str = _option(
+        "PLAIN", "with SASL_PLAINTEXT or SASL_SSL", choices=list(SASL_MECHANISMS)
+    )
+    kafka_credentials_file: Path | None = _option(
+        None,
+        f"file with lines username=... and password=... for SASL (or set {USERNAME_ENV} and"
+        f" {PASSWORD_ENV}; never on the command line)",
+        type=Path,
+        metavar="PATH",
+    )
+    kafka_ca_file: Path | None = _option(
+        None, "CA certificates (PEM) to verify the broker with SSL", type=Path, metavar="PATH"
+    )
     modules: str = _option(
         "all",
         "modules this process runs: all (default) or a list of order, payment, inventory,"
@@ -203,6 +236,13 @@ class Settings:
         "export OpenTelemetry spans (OTLP, configured by the standard OTEL_* variables);"
         " also on when OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT is set",
         action="store_true",
+    )
+    admin_token_file: Path | None = _option(
+        None,
+        "file holding the admin token (default: the SAGA_ADMIN_TOKEN environment variable,"
+        " else <data-dir>/admin-token, generated on first start)",
+        type=Path,
+        metavar="PATH",
     )
 
 
@@ -279,15 +319,26 @@ def parse_modules(spec: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
     return frozenset(names)
 
 
+def kafka_settings(settings: Settings) -> KafkaSettings:
+    """The Kafka transport's settings; raises ``KafkaAccessError`` if security is incomplete."""
+    security = KafkaSecurity.load(
+        settings.kafka_security_protocol,
+        settings.kafka_sasl_mechanism,
+        credentials_file=settings.kafka_credentials_file,
+        ca_file=settings.kafka_ca_file,
+    )
+    return KafkaSettings(
+        bootstrap=settings.kafka_bootstrap,
+        partitions=settings.kafka_partitions,
+        replication=settings.kafka_replication,
+        prefix=settings.kafka_prefix,
+        security=security,
+    )
+
+
 def _transport(settings: Settings, registry: MessageRegistry) -> Transport:
     if settings.bus == "kafka":
-        kafka = KafkaSettings(
-            bootstrap=settings.kafka_bootstrap,
-            partitions=settings.kafka_partitions,
-            replication=settings.kafka_replication,
-            prefix=settings.kafka_prefix,
-        )
-        return KafkaTransport(registry, kafka)
+        return KafkaTransport(registry, kafka_settings(settings))
     return InMemoryTransport(registry)
 
 
@@ -390,7 +441,12 @@ def build_system(
 def create_app(
     settings: Settings, *, transport: Transport | None = None, flow: Flow | None = None
 ) -> Litestar:
-    """The HTTP application; its lifespan runs the whole system."""
+    """The HTTP application; its lifespan runs the whole system.
+
+    Every route needs the admin token except those marked public (``web/auth.py``).
+    """
+    token = ensure_token(settings.data_dir, settings.admin_token_file)
+    log.info("admin routes take the token from %s", token.source)
     system = build_system(settings, transport=transport, flow=flow)
 
     @asynccontextmanager
@@ -398,7 +454,7 @@ def create_app(
         async with system.run():
             yield
 
-    @get("/health", operation_id="health", tags=["system"])
+    @get("/health", operation_id="health", tags=["system"], opt=PUBLIC, responses=problems(503))
     async def health() -> Response[dict[str, Any]]:
         """Up when every background part of the system is running."""
         ok = bool(system.health) and all(v == "running" for v in system.health.values())
@@ -455,19 +511,30 @@ def create_app(
         *(saga_action_routes(checkout.db) if checkout is not None else ()),
         *dead_letter_routes(system.consumers),
         static_router(),
-        *(ui_routes(_dashboard(settings, system, checkout)) if checkout is not None else ()),
+        *(ui_routes(_dashboard(settings, system, checkout, token)) if checkout is not None else ()),
     ]
+    document_access(handlers)
+    document_body_limit(handlers)
+    handlers = [*options_routes(handlers), *handlers]  # first: Litestar then adds none
     app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         exception_handlers={msgspec.DecodeError: bad_input, ValidationException: invalid},
         request_max_body_size=MAX_BODY_BYTES,
+        before_request=_before_request,
+        plugins=[StrictStructs(), *_tracing_plugins()],
+        guards=[admin_guard(token)],
         logging_config=None,  # main() configures logging for the whole process
         openapi_config=OpenAPIConfig(
-            title="Saga checkout", version="0.1.0", render_plugins=[swagger_plugin()]
+            title="Saga checkout",
+            version="0.1.0",
+            render_plugins=[swagger_plugin()],
+            # The schema and its pages are public: they describe the API, hold no data.
+            openapi_router=Router(
+                "/schema", route_handlers=[], opt=PUBLIC, include_in_schema=False
+            ),
+            components=Components(security_schemes=dict(SECURITY_SCHEMES)),
         ),
-        plugins=_tracing_plugins(),
-        before_request=_name_server_span if tracing.ENABLED else None,
     )
     app.state.system = system
     return app
@@ -499,6 +566,12 @@ def _route_span_name(scope: Any) -> tuple[str, dict[str, str]]:
     return str(scope.get("method", "HTTP")), {}
 
 
+async def _before_request(request: Request[Any, Any, Any]) -> None:
+    await edge_checks(request)
+    if tracing.ENABLED:
+        await _name_server_span(request)
+
+
 async def _name_server_span(request: Request[Any, Any, Any]) -> None:
     """Name the server span ``{method} {route}`` once the route is known."""
     route = request.scope.get("path_template") or ""
@@ -507,7 +580,9 @@ async def _name_server_span(request: Request[Any, Any, Any]) -> None:
     span.set_attribute("http.route", route)
 
 
-def _dashboard(settings: Settings, system: System, checkout: ModuleHandle) -> Dashboard:
+def _dashboard(
+    settings: Settings, system: System, checkout: ModuleHandle, token: str
+) -> Dashboard:
     """The dashboard at /ui reads this process's databases (served where checkout runs)."""
     return Dashboard(
         checkout=checkout.db,
@@ -518,9 +593,7 @@ def _dashboard(settings: Settings, system: System, checkout: ModuleHandle) -> Da
         stuck_after=settings.stuck_after,
         module_names=[module.name for module in system.modules],
         health=system.health,
-        # Until admin authentication lands (web/auth.py), the token is read from the
-        # environment only; the login form is then the only place that uses it.
-        admin_token=lambda: os.environ.get("SAGA_ADMIN_TOKEN") or None,
+        admin_token=lambda: token,  # what the login form checks a token against
     )
 
 
@@ -581,6 +654,14 @@ def main(argv: list[str] | None = None) -> None:
     configure_tracing(settings)
     try:
         app = create_app(settings)
+        if settings.bus == "kafka":
+            # Wrong credentials stop the process here, with one line; a broker that is
+            # not up yet does not (the transport keeps trying, /health says so).
+            anyio.run(check_access, kafka_settings(settings))
+    except TokenError as exc:
+        raise SystemExit(f"main.py: {exc}") from None
+    except KafkaAccessError as exc:
+        raise SystemExit(f"main.py: kafka: {exc}") from None
     except DefinitionError as exc:
         raise SystemExit(f"saga definition refused: {exc}") from None
     config = uvicorn.Config(

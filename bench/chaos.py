@@ -47,7 +47,7 @@ from typing import Any
 import anyio
 import httpx
 
-from bench.environment import ROOT, free_port, git_state, machine
+from bench.environment import ROOT, admin_headers, free_port, git_state, machine
 from bench.invariants import audit
 from bench.orders import order_body
 
@@ -640,7 +640,7 @@ def check(
 
 
 async def seed_catalog(app: App, workload: Workload) -> None:
-    async with httpx.AsyncClient(base_url=app.url, timeout=30.0) as client:
+    async with httpx.AsyncClient(base_url=app.url, headers=admin_headers(), timeout=30.0) as client:
         for sku, (price, stock) in workload.products.items():
             response = await client.put(
                 f"/products/{sku}", json={"name": sku.title(), "price_cents": price, "stock": stock}
@@ -668,6 +668,7 @@ def prepare(data_dir: Path) -> None:
 async def run_mode(config: Config, data_dir: Path) -> dict[str, Any]:
     """One chaos run in ``config.saga`` mode over a fresh ``data_dir``; the JSON line's dict."""
     started = time.monotonic()
+    admin_headers()  # before the app starts: it inherits the token from the environment
     prepare(data_dir)
     git = git_state()
     workload = Workload.build(config.orders, config.seed, config.saga)

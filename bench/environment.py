@@ -5,14 +5,27 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import secrets
 import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROOT", "free_port", "git_state", "machine"]
+from web.auth import TOKEN_ENV
+
+__all__ = ["ROOT", "admin_headers", "free_port", "git_state", "machine"]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def admin_headers() -> dict[str, str]:
+    """The admin token header for the apps this run spawns.
+
+    The token is put in this process's environment (``SAGA_ADMIN_TOKEN``, kept if
+    already set), which every app started from here inherits and checks.
+    """
+    token = os.environ.setdefault(TOKEN_ENV, secrets.token_urlsafe(24))
+    return {"Authorization": f"Bearer {token}"}
 
 
 def machine() -> dict[str, Any]:

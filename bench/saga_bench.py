@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from bench.environment import ROOT, free_port, git_state, machine
+from bench.environment import ROOT, admin_headers, free_port, git_state, machine
 from bench.invariants import audit, counts
 from bench.orders import order_body
 
@@ -425,6 +425,7 @@ def _cpu(pids: list[int]) -> float | None:
 
 
 async def run_once(args: argparse.Namespace) -> dict[str, Any]:
+    admin_headers()  # before the app starts: it inherits the token from the environment
     app = (
         None
         if args.url
@@ -448,7 +449,9 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
         async with contextlib.AsyncExitStack() as stack:
             clients = [
                 await stack.enter_async_context(
-                    httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout)
+                    httpx.AsyncClient(
+                        base_url=url, headers=admin_headers(), limits=limits, timeout=timeout
+                    )
                 )
                 for _ in range(args.clients)
             ]

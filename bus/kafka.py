@@ -16,19 +16,37 @@ the module's local transaction (inbox + effect + outbox) committed: a crash in
 between redelivers, and the inbox drops the duplicate. The relay's envelopes go
 out through an idempotent producer (``acks=all``), and the outbox rows are
 marked dispatched only once the broker has acknowledged them.
+
+Connection security (``KafkaSecurity``): PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL,
+with SASL PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; the username and password come from
+the environment or a file, never from the command line; SSL verifies the broker
+against a CA file (or the system's). ``check_access`` connects once at start so that
+wrong credentials stop the process with one clear line instead of retrying forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Sequence
+import os
+import ssl
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+from aiokafka.helpers import create_ssl_context
 from aiokafka.structs import ConsumerRecord
 
 from bus.messages import (
@@ -41,9 +59,105 @@ from bus.messages import (
 from bus.ports import BatchHandler, DeliveredCallback
 from bus.retry import backoff
 
-__all__ = ["KafkaSettings", "KafkaTransport"]
+__all__ = [
+    "PASSWORD_ENV",
+    "SASL_MECHANISMS",
+    "SECURITY_PROTOCOLS",
+    "USERNAME_ENV",
+    "KafkaAccessError",
+    "KafkaSecurity",
+    "KafkaSettings",
+    "KafkaTransport",
+    "check_access",
+]
 
 log = logging.getLogger(__name__)
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+USERNAME_ENV = "SAGA_KAFKA_USERNAME"
+PASSWORD_ENV = "SAGA_KAFKA_PASSWORD"  # noqa: S105 - a variable name, not a secret
+_REFUSED = (
+    SaslAuthenticationFailed,
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    UnsupportedSaslMechanismError,
+    ssl.SSLCertVerificationError,
+)
+
+
+class KafkaAccessError(Exception):
+    """Raised when the security settings are incomplete or the broker refuses them."""
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How to connect to the broker: protocol, SASL mechanism and credentials, CA file."""
+
+    protocol: str = "PLAINTEXT"
+    mechanism: str = "PLAIN"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @classmethod
+    def load(
+        cls,
+        protocol: str = "PLAINTEXT",
+        mechanism: str = "PLAIN",
+        *,
+        credentials_file: Path | None = None,
+        ca_file: Path | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> KafkaSecurity:
+        """Credentials from ``SAGA_KAFKA_USERNAME`` / ``SAGA_KAFKA_PASSWORD``, else from
+        ``credentials_file`` (lines ``username=...`` and ``password=...``)."""
+        if protocol not in SECURITY_PROTOCOLS:
+            raise KafkaAccessError(f"unknown security protocol {protocol!r}")
+        if mechanism not in SASL_MECHANISMS:
+            raise KafkaAccessError(f"unknown SASL mechanism {mechanism!r}")
+        username, password = environ.get(USERNAME_ENV), environ.get(PASSWORD_ENV)
+        if credentials_file is not None and not (username and password):
+            username, password = _read_credentials(credentials_file)
+        if protocol.startswith("SASL_") and not (username and password):
+            raise KafkaAccessError(
+                f"{protocol} needs a username and a password: set {USERNAME_ENV} and"
+                f" {PASSWORD_ENV}, or --kafka-credentials-file"
+            )
+        if ca_file is not None and not ca_file.is_file():
+            raise KafkaAccessError(f"the CA file {ca_file} does not exist")
+        return cls(protocol, mechanism, username, password, ca_file)
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for aiokafka's producer, consumer, admin client and connection."""
+        options: dict[str, Any] = {"security_protocol": self.protocol}
+        if self.sasl:
+            options.update(
+                sasl_mechanism=self.mechanism,
+                sasl_plain_username=self.username,
+                sasl_plain_password=self.password,
+            )
+        if self.protocol.endswith("SSL"):
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.ca_file) if self.ca_file else None
+            )
+        return options
+
+
+def _read_credentials(path: Path) -> tuple[str | None, str | None]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise KafkaAccessError(
+            f"cannot read the Kafka credentials file {path}: {exc.strerror}"
+        ) from None
+    values = dict(line.partition("=")[::2] for line in lines if "=" in line)
+    return values.get("username", "").strip() or None, values.get("password", "").strip() or None
 
 
 @dataclass(frozen=True)
@@ -54,6 +168,7 @@ class KafkaSettings:
     prefix: str = "saga."
     client_id: str = "saga-checkout"
     max_batch: int = 500
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
 @dataclass
@@ -62,6 +177,36 @@ class _Subscription:
     types: frozenset[str] | None
     handler: BatchHandler
     topics: list[str] = field(default_factory=list)
+
+
+async def check_access(settings: KafkaSettings, patience: float = 15.0) -> bool:
+    """Connect to each bootstrap broker once with our security settings.
+
+    Raises ``KafkaAccessError`` if a broker refuses them (wrong password, unknown
+    mechanism, untrusted certificate); returns False if none could be reached (it
+    may not be up yet: the transport keeps trying), True otherwise.
+    """
+    security = settings.security
+    for address in settings.bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with anyio.fail_after(patience):
+                conn = await create_conn(
+                    host, int(port), client_id=settings.client_id,
+                    request_timeout_ms=int(patience * 1000), **security.client_options(),
+                )  # fmt: skip
+        except _REFUSED as exc:
+            who = f"user {security.username!r} with {security.mechanism}" if security.sasl else ""
+            raise KafkaAccessError(
+                f"the broker at {address} refused the connection ({security.protocol}"
+                f"{', ' + who if who else ''}): {exc}"
+            ) from None
+        except (OSError, KafkaError, TimeoutError) as exc:
+            log.warning("kafka: %s not reachable yet (%r)", address, exc)
+            continue
+        conn.close()
+        return True
+    return False
 
 
 class KafkaTransport:
@@ -111,6 +256,7 @@ class KafkaTransport:
             enable_idempotence=True,
             acks="all",
             linger_ms=1,
+            **self.settings.security.client_options(),
         )
         await producer.start()
         try:
@@ -123,9 +269,15 @@ class KafkaTransport:
             with anyio.CancelScope(shield=True):
                 await producer.stop()
 
+    async def check_access(self, patience: float = 15.0) -> bool:
+        """See ``check_access``."""
+        return await check_access(self.settings, patience)
+
     async def ensure_topics(self) -> None:
         """Create every topic the registry needs (idempotent), before anything else."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.bootstrap)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=self.settings.bootstrap, **self.settings.security.client_options()
+        )
         await admin.start()
         try:
             existing = set(await admin.list_topics())
@@ -187,6 +339,7 @@ class KafkaTransport:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=self.settings.max_batch,
+            **self.settings.security.client_options(),
         )
         await consumer.start()
         try:

@@ -20,6 +20,7 @@ write when another connection (a reader upgrading, an operator's shell) holds it
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -181,6 +182,18 @@ class _Group:
         self.done = anyio.Event()
 
 
+def _owner_only(path: Path) -> None:
+    """Create the database file readable by its owner only (or tighten an existing one).
+
+    SQLite creates the WAL and shared-memory files with the main file's
+    permissions, so they follow; existing ones are tightened as well.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        if file.exists():
+            os.chmod(file, 0o600)
+
+
 class Database:
     """A module's own SQLite file, written through a single group-committing writer."""
 
@@ -250,7 +263,8 @@ class Database:
         await self._stack.aclose()
 
     def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _owner_only(self.path)
         # The simulation reopens its files after every crash: their schema is there.
         if not (self.direct and self.path.exists()):
             engine = create_engine(f"sqlite:///{self.path}")

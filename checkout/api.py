@@ -13,7 +13,7 @@ import msgspec
 from litestar import get
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, QueryParameter
+from litestar.params import QueryParameter
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -21,6 +21,8 @@ from bus.sqlite import Database
 from checkout.contract import SagaResolved
 from checkout.db import TimelineRow, TrackedSagaRow
 from checkout.definition import Definitions, Role, SagaDefinition
+from web.http import problems
+from web.limits import IdPath
 
 __all__ = [
     "SagaDetail",
@@ -188,8 +190,9 @@ def checkout_routes(
 ) -> list[HTTPRouteHandler]:
     """Build checkout's read routes over its database."""
 
-    @get("/orders/{order_id:str}/timeline", operation_id="getTimeline", tags=["orders"])
-    async def timeline(order_id: FromPath[str]) -> list[TimelineEntry]:
+    @get("/orders/{order_id:str}/timeline", operation_id="getTimeline", tags=["orders"],
+         responses=problems(404))  # fmt: skip
+    async def timeline(order_id: IdPath) -> list[TimelineEntry]:
         """Every command, event, reply and compensation of the order's saga, in causal order."""
         async with AsyncSession(db.reader) as session:
             rows = list(
@@ -260,8 +263,9 @@ def checkout_routes(
             for row in rows
         ]
 
-    @get("/sagas/{order_id:str}", operation_id="getSaga", tags=["sagas"])
-    async def saga(order_id: FromPath[str]) -> SagaDetail:
+    @get("/sagas/{order_id:str}", operation_id="getSaga", tags=["sagas"],
+         responses=problems(404))  # fmt: skip
+    async def saga(order_id: IdPath) -> SagaDetail:
         """One saga: its status, style and definition version, and each step with what was
         done, what was undone, what was not, and its last error."""
 

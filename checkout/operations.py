@@ -10,12 +10,13 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from bus.consumer import Consumer
 from bus.sqlite import Database, Tx
 from checkout.contract import AbortSaga, ResolveSaga, RetrySaga
-from web.http import strict_body
+from web.http import problems, strict_body
+from web.limits import IdPath, Text
 
 __all__ = [
     "AbortRequest",
@@ -28,7 +29,7 @@ __all__ = [
 
 
 class AbortRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] = "aborted by operator"
+    reason: Text = "aborted by operator"
 
 
 class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -54,6 +55,15 @@ class DeadLetterView(msgspec.Struct):
     next_attempt_at: datetime | None
     dead_at: datetime | None
     data: Any
+
+
+LetterId = Annotated[
+    str,
+    PathParameter(
+        min_length=3, max_length=64, pattern=r"^[a-z]+:[0-9]+$(?!\n)",
+        description="the consumer and the row number, e.g. inventory:12",
+    ),
+]  # fmt: skip
 
 
 def _when(timestamp: float | None) -> datetime | None:
@@ -110,24 +120,26 @@ def saga_action_routes(checkout: Database) -> list[HTTPRouteHandler]:
         accepted = SagaActionAccepted(order_id, command.TYPE.partition(".")[2], message_id)
         return Response(accepted, status_code=202)
 
-    @post("/sagas/{order_id:str}/retry", status_code=202, operation_id="retrySaga", tags=["sagas"])
-    async def retry(order_id: FromPath[str]) -> Response[SagaActionAccepted]:
+    @post("/sagas/{order_id:str}/retry", status_code=202, operation_id="retrySaga", tags=["sagas"],
+          responses=problems(404, 409))  # fmt: skip
+    async def retry(order_id: IdPath) -> Response[SagaActionAccepted]:
         """Send the saga's current step again, or resume a PARKED compensation where it
         stopped; recorded in its timeline, harmless if repeated. 409 once it has finished."""
         return await _send(order_id, RetrySaga(order_id=order_id), _UNFINISHED)
 
-    @post("/sagas/{order_id:str}/abort", status_code=202, operation_id="abortSaga", tags=["sagas"])
+    @post("/sagas/{order_id:str}/abort", status_code=202, operation_id="abortSaga", tags=["sagas"],
+          responses=problems(404, 409))  # fmt: skip
     async def abort(
-        order_id: FromPath[str], data: JSONBody[AbortRequest | None] = None
+        order_id: IdPath, data: JSONBody[AbortRequest | None] = None
     ) -> Response[SagaActionAccepted]:
         """Compensate a running saga now; a no-op once it finished or shipped."""
         reason = (data or AbortRequest()).reason
         return await _send(order_id, AbortSaga(order_id=order_id, reason=reason), _ANY)
 
     @post("/sagas/{order_id:str}/resolve", status_code=202, operation_id="resolveSaga",
-          tags=["sagas"])  # fmt: skip
+          tags=["sagas"], responses=problems(404, 409))  # fmt: skip
     async def resolve(
-        order_id: FromPath[str], data: JSONBody[ResolveRequest], request: Request[Any, Any, Any]
+        order_id: IdPath, data: JSONBody[ResolveRequest], request: Request[Any, Any, Any]
     ) -> Response[SagaActionAccepted]:
         """Record that a person did a PARKED compensation by hand, outside the system; the
         saga then undoes the steps before it and ends compensated. 409 unless PARKED."""
@@ -174,14 +186,14 @@ def dead_letter_routes(consumers: Sequence[Consumer]) -> list[HTTPRouteHandler]:
         return {"id": letter_id, "status": status}
 
     @post("/dead-letters/{letter_id:str}/replay", operation_id="replayDeadLetter",
-          tags=["dead letters"], status_code=200)  # fmt: skip
-    async def replay(letter_id: FromPath[str]) -> dict[str, str]:
+          tags=["dead letters"], status_code=200, responses=problems(404))  # fmt: skip
+    async def replay(letter_id: LetterId) -> dict[str, str]:
         """Try a DEAD message again; replaying twice, or after it went through, changes nothing."""
         return await _act(letter_id, "replay")
 
     @post("/dead-letters/{letter_id:str}/discard", operation_id="discardDeadLetter",
-          tags=["dead letters"], status_code=200)  # fmt: skip
-    async def discard(letter_id: FromPath[str]) -> dict[str, str]:
+          tags=["dead letters"], status_code=200, responses=problems(404))  # fmt: skip
+    async def discard(letter_id: LetterId) -> dict[str, str]:
         """Give up on a parked message; the order's later messages then go on."""
         return await _act(letter_id, "discard")
 

@@ -22,6 +22,7 @@
 #   reset      stop the broker and delete .kafka/data (next start formats anew)
 #   fetch      only fetch/cache the jars
 #   bootstrap  print the bootstrap address (127.0.0.1:PORT)
+#   sasl-bootstrap  print the SASL listener's address (127.0.0.1:KAFKA_SASL_PORT)
 #   topics ARGS...     run Kafka's TopicCommand against the broker, e.g.
 #                      scripts/kafka.sh topics --create --topic t --partitions 3
 #   run-class CLASS ARGS...  run any main class with the cached jars
@@ -31,6 +32,10 @@
 #   KAFKA_START_TIMEOUT (90 s)  KAFKA_STOP_TIMEOUT (30 s)
 #   KAFKA_HEAP_OPTS ("-Xmx512m")  JAVA_HOME / JAVA (java 17+)
 #   KAFKA_STATE_DIR (<repo>/.kafka)  MAVEN_OPTS (passed to mvn as usual)
+#   KAFKA_SASL (unset: as the last start, else 0): 1 adds a SASL_PLAINTEXT listener on KAFKA_SASL_PORT (KAFKA_PORT+2)
+#     with SCRAM-SHA-256 and SCRAM-SHA-512, and creates (or updates) the SCRAM user
+#     KAFKA_SASL_USER (saga) with KAFKA_SASL_PASSWORD (saga-secret) for both. The
+#     PLAINTEXT listener stays, for the broker itself and local tools.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
@@ -57,6 +62,14 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xmx512m}"
+SASL="${KAFKA_SASL:-}"
+if [[ -z "$SASL" ]]; then # keep the mode of the last start (a restart keeps its listeners)
+  SASL=0
+  grep -qs "SASL_PLAINTEXT://" "$PROPS_FILE" && SASL=1
+fi
+SASL_PORT="${KAFKA_SASL_PORT:-$((${KAFKA_PORT:-9092} + 2))}"
+SASL_USER="${KAFKA_SASL_USER:-saga}"
+SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-saga-secret}"
 DEP_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 log() { printf 'kafka.sh: %s\n' "$*" >&2; }
@@ -74,7 +87,7 @@ show_log_tail() {
 
 check_settings() {
   local name value
-  for name in PORT CONTROLLER_PORT START_TIMEOUT STOP_TIMEOUT; do
+  for name in PORT CONTROLLER_PORT SASL_PORT START_TIMEOUT STOP_TIMEOUT; do
     value="${!name}"
     [[ "$value" =~ ^[0-9]+$ ]] || die "$name must be a number, got '$value'"
   done
@@ -82,6 +95,13 @@ check_settings() {
   ((CONTROLLER_PORT >= 1 && CONTROLLER_PORT <= 65535)) ||
     die "KAFKA_CONTROLLER_PORT out of range: $CONTROLLER_PORT"
   ((PORT != CONTROLLER_PORT)) || die "KAFKA_PORT and KAFKA_CONTROLLER_PORT must differ"
+  [[ "$SASL" == 0 || "$SASL" == 1 ]] || die "KAFKA_SASL must be 0 or 1, got '$SASL'"
+  if ((SASL)); then
+    ((SASL_PORT != PORT && SASL_PORT != CONTROLLER_PORT)) ||
+      die "KAFKA_SASL_PORT must differ from KAFKA_PORT and KAFKA_CONTROLLER_PORT"
+    [[ "$SASL_USER" =~ ^[A-Za-z0-9._-]+$ ]] || die "KAFKA_SASL_USER: letters, digits, . _ - only"
+    [[ "$SASL_PASSWORD" =~ ^[^],=[:space:]]+$ ]] || die "KAFKA_SASL_PASSWORD: no spaces , = ] please"
+  fi
 }
 
 find_java() {
@@ -157,6 +177,19 @@ render_props() {
   text="${text//@PORT@/$PORT}"
   text="${text//@CONTROLLER_PORT@/$CONTROLLER_PORT}"
   text="${text//@DATA_DIR@/$data_dir}"
+  local listener="" protocol="" config=""
+  if ((SASL)); then
+    listener=",SASL_PLAINTEXT://$HOST:$SASL_PORT"
+    protocol=",SASL_PLAINTEXT:SASL_PLAINTEXT"
+    local module="org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    config="# KAFKA_SASL=1: clients authenticate with SCRAM on the SASL_PLAINTEXT listener.
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=$module
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=$module"
+  fi
+  text="${text//@SASL_LISTENER@/$listener}"
+  text="${text//@SASL_PROTOCOL@/$protocol}"
+  text="${text//@SASL_CONFIG@/$config}"
   printf '%s\n' "$text"
 }
 
@@ -277,6 +310,21 @@ launch() {
   LAUNCHED_PID="$pid"
 }
 
+# Create or update the SCRAM user (idempotent), through the PLAINTEXT listener.
+ensure_scram_user() {
+  ((SASL)) || return 0
+  local mechanism
+  for mechanism in SCRAM-SHA-256 SCRAM-SHA-512; do # one per request, Kafka insists
+    if ! "${TOOL[@]}" kafka.admin.ConfigCommand --bootstrap-server "$HOST:$PORT" --alter \
+      --add-config "$mechanism=[password=$SASL_PASSWORD]" \
+      --entity-type users --entity-name "$SASL_USER" >"$STATE_DIR/scram.log" 2>&1; then
+      cat "$STATE_DIR/scram.log" >&2
+      die "could not create the SCRAM user $SASL_USER ($mechanism)"
+    fi
+  done
+  log "SCRAM user $SASL_USER ready on $HOST:$SASL_PORT (SASL_PLAINTEXT)"
+}
+
 do_stop() {
   local pid
   if ! pid="$(broker_pid)"; then
@@ -313,16 +361,19 @@ do_start() {
     fi
     if probe 20; then
       log "already running (pid $pid) on $HOST:$PORT"
+      ensure_scram_user
       return 0
     fi
     log "broker pid $pid runs but does not answer yet; waiting up to ${START_TIMEOUT}s"
     wait_ready "$pid" || die "broker pid $pid did not answer on $HOST:$PORT within ${START_TIMEOUT}s"
     log "up on $HOST:$PORT (pid $pid)"
+    ensure_scram_user
     return 0
   fi
   rm -f "$PID_FILE"
-  local p
-  for p in "$PORT" "$CONTROLLER_PORT"; do
+  local p ports=("$PORT" "$CONTROLLER_PORT")
+  ((SASL)) && ports+=("$SASL_PORT")
+  for p in "${ports[@]}"; do
     if port_open "$p"; then
       die "port $HOST:$p is already in use by another process (not this checkout's broker); set KAFKA_PORT / KAFKA_CONTROLLER_PORT"
     fi
@@ -340,6 +391,7 @@ do_start() {
     exit 1
   fi
   log "up on $HOST:$PORT (pid $pid) after $((SECONDS - started))s"
+  ensure_scram_user
 }
 
 do_status() {
@@ -381,6 +433,11 @@ main() {
   bootstrap)
     check_settings
     echo "$HOST:$PORT"
+    return 0
+    ;;
+  sasl-bootstrap)
+    check_settings
+    echo "$HOST:$SASL_PORT"
     return 0
     ;;
   -h | --help | help)

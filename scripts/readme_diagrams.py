@@ -40,7 +40,7 @@ def main(argv: list[str]) -> int:
     wanted = generated(current)
     if "--check" in argv:
         if current != wanted:
-            print("README.md's generated blocks differ: run python scripts/readme_diagrams.py")  # noqa: T201
+            print("README.md's generated blocks differ: run python scripts/readme_diagrams.py")
             return 1
         return 0
     README.write_text(wanted)

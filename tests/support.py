@@ -10,12 +10,18 @@ from typing import Any
 
 import anyio
 import httpx
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
 from bench.orders import ADDRESS, order_body
 
 __all__ = [
     "ADDRESS",
+    "ADMIN",
+    "ADMIN_TOKEN",
     "DB_NAMES",
+    "Anonymous",
+    "admin_client",
     "final_order",
     "order_body",
     "place",
@@ -26,6 +32,33 @@ __all__ = [
 ]
 
 DB_NAMES = ("order", "payment", "inventory", "shipping", "checkout")
+
+# conftest.py puts it in SAGA_ADMIN_TOKEN, so that every app the tests start,
+# in process or as a subprocess, checks this one.
+ADMIN_TOKEN = "test-admin-token-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def admin_client(app: Litestar) -> AsyncTestClient[Litestar]:
+    """A test client that sends the admin token with every request."""
+    client: AsyncTestClient[Litestar] = AsyncTestClient(app=app)
+    client.headers.update(ADMIN)
+    return client
+
+
+class Anonymous:
+    """Requests through an admin client with its token taken off (``headers`` may add one)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        request = self.client.build_request(method, url, **kwargs)
+        del request.headers["authorization"]
+        request.headers.update(headers or {})
+        return await self.client.send(request)
 
 
 async def seed(

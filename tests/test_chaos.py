@@ -6,12 +6,20 @@ import random
 from pathlib import Path
 
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from bus.chaos import ChaosTransport
 from main import Settings, create_app
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -44,7 +52,7 @@ async def test_orders_survive_injected_faults(
     app = create_app(settings)
     transport = app.state.system.transport
     assert isinstance(transport, ChaosTransport)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         # Faults hit the catalog's copy in the order module too: let it settle.
         await wait_for(lambda: quiescent(data_dir))

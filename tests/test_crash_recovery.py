@@ -42,7 +42,7 @@ from bus.faults import point_names
 from bus.relay import OutboxRelay
 from main import Settings, create_app
 from tests.process import AppProcess
-from tests.support import DB_NAMES, order_body, query, quiescent, seed, wait_for
+from tests.support import ADMIN, DB_NAMES, order_body, query, quiescent, seed, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.crash, pytest.mark.slow]
 
@@ -226,7 +226,7 @@ async def place_orders(
                 app.kill()
 
     async with (
-        httpx.AsyncClient(base_url=app.url, timeout=HTTP_TIMEOUT) as client,
+        httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=HTTP_TIMEOUT) as client,
         anyio.create_task_group() as task_group,
     ):
         for _ in range(concurrency):
@@ -282,7 +282,7 @@ async def place_in_waves(app: AppProcess, book: OrderBook) -> None:
     """Place the book's orders ``WAVE`` at a time, each wave once the previous one has
     ended; stop at the first sign that the process died."""
     keys = list(book.bodies)
-    async with httpx.AsyncClient(base_url=app.url, timeout=HTTP_TIMEOUT) as client:
+    async with httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=HTTP_TIMEOUT) as client:
         for start in range(0, len(keys), WAVE):
             wave = keys[start : start + WAVE]
             await place_orders(app, book, wave)
@@ -338,7 +338,7 @@ async def drain_and_check(
     """Wait for every order to end and every outbox to drain, then check it all."""
     assert not book.unaccepted(), f"orders never accepted: {book.unaccepted()}"
     data_dir = app.data_dir
-    async with httpx.AsyncClient(base_url=app.url, timeout=HTTP_TIMEOUT) as client:
+    async with httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=HTTP_TIMEOUT) as client:
         views = await follow_orders(client, book, list(book.accepted))
         if timed_out is not None:
             # Whether a held step outlasted its timeout depends on when the timer
@@ -440,7 +440,9 @@ class SeededDirs:
         try:
             app.start()
             await app.wait_healthy()
-            async with httpx.AsyncClient(base_url=app.url, timeout=HTTP_TIMEOUT) as client:
+            async with httpx.AsyncClient(
+                headers=ADMIN, base_url=app.url, timeout=HTTP_TIMEOUT
+            ) as client:
                 await seed(client, PRODUCTS, CUSTOMERS)
             await wait_for(lambda: quiescent(app.data_dir), what="seed delivered")
         except BaseException:
@@ -535,7 +537,7 @@ async def test_sigkill_at_random_moments_then_restart_loses_and_doubles_nothing(
 
     app.start()
     await app.wait_healthy()
-    async with httpx.AsyncClient(base_url=app.url, timeout=HTTP_TIMEOUT) as client:
+    async with httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=HTTP_TIMEOUT) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
     for kill in range(3):
         kill_after = rng.randint(1, 8)

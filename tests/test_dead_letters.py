@@ -6,12 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from bus.messages import Envelope, Undecodable
 from main import Settings, create_app
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -35,7 +43,7 @@ async def test_a_failing_handler_becomes_a_dead_letter_that_a_replay_delivers_on
         timeouts="step=60",
     )
     app = create_app(settings)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
 
@@ -87,7 +95,7 @@ async def test_an_undecodable_message_is_dead_lettered_at_once_and_others_flow(
     data_dir: Path, saga_mode: str
 ) -> None:
     app = create_app(Settings(data_dir=data_dir, saga=saga_mode))
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         # A product update written by some other build, that this one cannot read.
         garbage = Envelope(

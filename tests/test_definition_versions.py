@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.process import ROOT, AppProcess, free_port
-from tests.support import order_body, query, wait_for
+from tests.support import ADMIN, order_body, query, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.crash]
 
@@ -44,7 +44,7 @@ async def test_sagas_in_flight_finish_on_their_version_and_new_ones_start_on_the
     try:
         app.start("--chaos", HOLD)
         await app.wait_healthy()
-        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+        async with httpx.AsyncClient(base_url=app.url, headers=ADMIN, timeout=10) as client:
             await client.put("/products/mug", json={"name": "Mug", "price_cents": 100, "stock": 50})
             await client.put("/customers/ada", json={"name": "Ada", "balance_cents": 100_000})
         old = await place_orders(app.url, 3)

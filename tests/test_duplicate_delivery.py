@@ -5,12 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from bus.memory import InMemoryTransport
 from main import Settings, create_app
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 from tests.transports import DuplicatingTransport
 
 pytestmark = pytest.mark.anyio
@@ -22,7 +30,7 @@ CUSTOMERS = {"ada": 100_000, "bob": 1_000}
 async def test_every_message_delivered_twice_has_one_effect(data_dir: Path, saga_mode: str) -> None:
     transport = DuplicatingTransport(InMemoryTransport())
     app = create_app(Settings(data_dir=data_dir, saga=saga_mode), transport=transport)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         bodies = [
             order_body("ada", {"mug": 1}),  # completes

@@ -289,10 +289,10 @@ def too_many_items() -> dict[str, Any]:
         pytest.param(order_with("items.0.quantity", 0), ("quantity", ">= 1"), id="quantity-0"),
         pytest.param(order_with("items.0.quantity", -1), ("quantity", ">= 1"), id="quantity-neg"),
         pytest.param(
-            order_with("items.0.quantity", 10_001), ("quantity", "<= 10000"), id="quantity-10001"
+            order_with("items.0.quantity", 1001), ("quantity", "<= 1000"), id="quantity-1001"
         ),
         pytest.param(
-            order_with("items.0.quantity", 10**30), ("quantity", "<= 10000"), id="quantity-1e30"
+            order_with("items.0.quantity", 10**30), ("quantity", "<= 1000"), id="quantity-1e30"
         ),
         pytest.param(too_many_items(), ("items", "length <= 100"), id="101-items"),
     ],
@@ -312,12 +312,16 @@ async def test_order_with_no_items_bad_quantities_or_too_many_items_is_rejected_
         pytest.param("customer_id", "a" * 65, "length <= 64", id="customer-65-chars"),
         pytest.param("customer_id", "ada lovelace", "regex", id="customer-space"),
         pytest.param("items.0.sku", "mug; DROP TABLE", "regex", id="sku-punctuation"),
-        pytest.param("shipping_address.country", "de", "regex", id="country-lowercase"),
-        pytest.param("shipping_address.country", "DEU", "regex", id="country-3-letters"),
-        pytest.param("shipping_address.country", "D1", "regex", id="country-digit"),
+        pytest.param(
+            "shipping_address.country", "de", "Invalid enum value", id="country-lowercase"
+        ),
+        pytest.param(
+            "shipping_address.country", "DEU", "Invalid enum value", id="country-3-letters"
+        ),
+        pytest.param("shipping_address.country", "D1", "Invalid enum value", id="country-digit"),
         pytest.param("shipping_address.name", "", "length >= 1", id="name-empty"),
         pytest.param("shipping_address.line1", "x" * 201, "length <= 200", id="line1-201-chars"),
-        pytest.param("shipping_address.postal_code", "1" * 21, "length <= 20", id="postcode-21"),
+        pytest.param("shipping_address.postal_code", "1" * 201, "length <= 200", id="postcode-201"),
     ],
 )
 async def test_order_with_a_malformed_id_or_address_is_rejected_with_400_naming_it(
@@ -547,7 +551,7 @@ async def test_put_product_with_an_invalid_body_is_rejected_with_400_and_changes
     ("body", "named"),
     [
         pytest.param({**ACCOUNT, "balance_cents": -1}, ("balance_cents", ">= 0"), id="neg"),
-        pytest.param({**ACCOUNT, "balance_cents": 10**15 + 1}, ("balance_cents", "<="), id="big"),
+        pytest.param({**ACCOUNT, "balance_cents": 10**12 + 1}, ("balance_cents", "<="), id="big"),
         pytest.param(
             {**ACCOUNT, "balance_cents": "5"}, ("balance_cents", "Expected `int`"), id="balance-str"
         ),

@@ -17,7 +17,7 @@ import pytest
 from bench.invariants import audit
 from tests.kafka_broker import ROOT, ensure_broker
 from tests.process import AppProcess
-from tests.support import order_body, quiescent, wait_for
+from tests.support import ADMIN, order_body, quiescent, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
 
@@ -68,7 +68,7 @@ async def cluster(tmp_path: Path, saga_mode: str) -> AsyncIterator[Cluster]:
 
 
 async def _seed(cluster: Cluster) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=10) as client:
         for sku, (price, stock) in PRODUCTS.items():
             response = await client.put(
                 f"{cluster.url('inventory')}/products/{sku}",
@@ -132,7 +132,7 @@ async def test_every_saga_path_completes_across_five_processes(cluster: Cluster)
         (order_body("cy", {"mug": 1}, country="AQ"), "CANCELLED",
          "shipping failed: country_not_served"),
     ]  # fmt: skip
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=10) as client:
         ids = [await _place(client, cluster, body, uuid.uuid4().hex) for body, _, _ in cases]
         finals = [await _final(client, cluster, oid) for oid in ids]
         timeline: list[dict[str, Any]] = []
@@ -160,7 +160,7 @@ async def _load(cluster: Cluster, n: int, seed: int, during: Any) -> list[dict[s
         for _ in range(n)
     ]  # fmt: skip
     ids: list[str] = []
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=10) as client:
 
         async def place_all() -> None:
             for body in bodies:

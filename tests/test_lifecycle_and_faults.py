@@ -7,12 +7,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from main import Settings, create_app
 from tests.process import AppProcess
-from tests.support import final_order, order_body, place, quiescent, seed, wait_for
+from tests.support import (
+    ADMIN,
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +35,7 @@ async def test_a_signal_shuts_the_app_down_cleanly_and_a_restart_carries_on(
     app.start()
     try:
         await app.wait_healthy()
-        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+        async with httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=10) as client:
             await seed(client, {"mug": (100, 5)}, {"ada": 1_000})
             order_id = await place(client, order_body("ada", {"mug": 1}))
             assert (await final_order(client, order_id))["status"] == "COMPLETED"
@@ -37,7 +45,7 @@ async def test_a_signal_shuts_the_app_down_cleanly_and_a_restart_carries_on(
         assert "Application shutdown complete" in app.tail(), app.tail()
         app.start()
         await app.wait_healthy()
-        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+        async with httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=10) as client:
             assert (await client.get(f"/orders/{order_id}")).json()["status"] == "COMPLETED"
     finally:
         app.stop()
@@ -46,7 +54,7 @@ async def test_a_signal_shuts_the_app_down_cleanly_and_a_restart_carries_on(
 
 async def _outcomes(data_dir: Path, faults: str, seed_: int) -> list[tuple[str, str | None]]:
     settings = Settings(data_dir=data_dir, faults=faults, fault_seed=seed_)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with admin_client(create_app(settings)) as client:
         await seed(client, {"mug": (100, 1_000)}, {"ada": 1_000_000})
         ids = [await place(client, order_body("ada", {"mug": 1})) for _ in range(100)]
         finals = [await final_order(client, oid) for oid in ids]

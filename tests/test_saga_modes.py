@@ -13,10 +13,19 @@ from pathlib import Path
 
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from main import Settings, create_app
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    ADMIN,
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +43,7 @@ SCENARIO = [
 
 
 async def _run_scenario(data_dir: Path, mode: str) -> dict[str, object]:
-    async with AsyncTestClient(app=create_app(Settings(data_dir=data_dir, saga=mode))) as client:
+    async with admin_client(create_app(Settings(data_dir=data_dir, saga=mode))) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         outcomes = []
         for body in SCENARIO:
@@ -69,7 +78,7 @@ async def test_both_modes_reach_identical_end_states(tmp_path: Path) -> None:
 async def test_switching_mode_is_allowed_once_every_saga_has_finished(data_dir: Path) -> None:
     await _run_scenario(data_dir, "orchestration")
     app = create_app(Settings(data_dir=data_dir, saga="choreography"))
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, {"pen": (100, 5)}, {"cy": 1_000})
         order = await final_order(client, await place(client, order_body("cy", {"pen": 1})))
     assert order["status"] == "COMPLETED"
@@ -106,8 +115,14 @@ def test_switching_mode_with_a_saga_in_flight_is_refused_with_a_clear_message(
             except httpx.HTTPError:
                 assert time.monotonic() < deadline, "app did not start"
                 time.sleep(0.05)
-        httpx.put(f"{url}/products/mug", json={"name": "Mug", "price_cents": 100, "stock": 5})
-        httpx.put(f"{url}/customers/ada", json={"name": "Ada", "balance_cents": 1_000})
+        httpx.put(
+            f"{url}/products/mug",
+            headers=ADMIN,
+            json={"name": "Mug", "price_cents": 100, "stock": 5},
+        )
+        httpx.put(
+            f"{url}/customers/ada", headers=ADMIN, json={"name": "Ada", "balance_cents": 1_000}
+        )
         with contextlib.suppress(httpx.HTTPError):  # the process may die before it answers
             httpx.post(f"{url}/orders", json=order_body("ada", {"mug": 1}), timeout=5)
         assert app.wait(timeout=20) == -signal.SIGKILL

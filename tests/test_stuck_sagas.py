@@ -7,12 +7,11 @@ from pathlib import Path
 
 import anyio
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bus.memory import InMemoryTransport
 from bus.ports import BatchHandler
 from main import Settings, create_app
-from tests.support import order_body, place, seed, wait_for
+from tests.support import admin_client, order_body, place, seed, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +35,7 @@ async def test_a_saga_past_its_deadline_is_listed_and_logged_as_stuck(
     settings = Settings(data_dir=data_dir, saga=saga_mode, stuck_after=0.3)
     app = create_app(settings, transport=BlackHoleForShipping())
     caplog.set_level(logging.WARNING, logger="checkout.stuck")
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, {"mug": (100, 5)}, {"ada": 1_000})
         order_id = await place(client, order_body("ada", {"mug": 1}))
 

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import anyio
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bus.memory import InMemoryTransport
 from main import Settings, create_app
-from tests.support import wait_for
+from tests.support import admin_client, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -34,7 +33,7 @@ class FlakyTransport(InMemoryTransport):
 async def test_a_failed_transport_is_restarted_and_health_reports_it(data_dir: Path) -> None:
     transport = FlakyTransport()
     app = create_app(Settings(data_dir=data_dir), transport=transport)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         assert (await client.get("/health")).status_code == 200
         transport.release.set()
 

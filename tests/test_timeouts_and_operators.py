@@ -6,12 +6,20 @@ from pathlib import Path
 
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from bus.memory import InMemoryTransport
 from main import Settings, create_app
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 from tests.transports import LosingTransport
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +57,7 @@ async def test_a_lost_command_is_sent_again_after_its_timeout_and_the_saga_compl
 ):
     trigger = PAYMENT_TRIGGER[saga_mode]
     app, transport = _app(data_dir, {trigger: 1}, "step=0.5,attempts=3", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
         await wait_for(lambda: quiescent(data_dir))
@@ -67,7 +75,7 @@ async def test_a_lost_command_is_sent_again_after_its_timeout_and_the_saga_compl
 async def test_a_step_that_never_answers_is_compensated_after_its_attempts(data_dir, saga_mode):
     trigger = PAYMENT_TRIGGER[saga_mode]
     app, _ = _app(data_dir, {trigger: -1}, "step=0.1,attempts=2", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
         await wait_for(lambda: quiescent(data_dir))
@@ -84,7 +92,7 @@ async def test_a_step_that_never_answers_is_compensated_after_its_attempts(data_
 async def test_the_whole_saga_deadline_aborts_a_saga_that_runs_too_long(data_dir, saga_mode):
     trigger = PAYMENT_TRIGGER[saga_mode]
     app, _ = _app(data_dir, {trigger: -1}, "step=30,attempts=5,saga=0.3", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order = await final_order(client, await place(client, order_body("ada", {"mug": 1})))
 
@@ -95,13 +103,13 @@ async def test_the_whole_saga_deadline_aborts_a_saga_that_runs_too_long(data_dir
 async def test_a_pending_timer_survives_a_restart_and_fires_once(data_dir, saga_mode):
     trigger = PAYMENT_TRIGGER[saga_mode]
     app, _ = _app(data_dir, {trigger: -1}, "step=2,attempts=3", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
     # Stopped before the timeout; a new process on the same files takes it over.
     app, _ = _app(data_dir, {}, "step=2,attempts=3", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         order = await final_order(client, order_id)
         await wait_for(lambda: quiescent(data_dir))
 
@@ -113,7 +121,7 @@ async def test_a_pending_timer_survives_a_restart_and_fires_once(data_dir, saga_
 async def test_an_operator_abort_compensates_and_is_safe_to_repeat(data_dir, saga_mode):
     trigger = PAYMENT_TRIGGER[saga_mode]
     app, _ = _app(data_dir, {trigger: -1}, "step=60", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
@@ -134,7 +142,7 @@ async def test_an_operator_abort_compensates_and_is_safe_to_repeat(data_dir, sag
 
 async def test_an_operator_abort_after_completion_changes_nothing(data_dir, saga_mode):
     app, _ = _app(data_dir, {}, "step=60", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await final_order(client, order_id)
@@ -149,7 +157,7 @@ async def test_an_operator_abort_after_completion_changes_nothing(data_dir, saga
 async def test_an_operator_retry_sends_the_stuck_step_again(data_dir, saga_mode):
     trigger = PAYMENT_TRIGGER[saga_mode]
     app, _ = _app(data_dir, {trigger: 1}, "step=60", saga_mode)
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await wait_for(lambda: len(_sent(data_dir, trigger)) == 1)
@@ -178,7 +186,7 @@ async def test_an_abort_racing_the_shipment_undoes_it_because_the_orders_lock_de
         timeouts="step=60",
         chaos="inventory.StockReserved:delay=1;delay_s=0.5",
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with admin_client(create_app(settings)) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         # Charged, and the reservation is on its way (held back): abort now.

@@ -33,16 +33,15 @@ from checkout.api import read_saga_detail
 from checkout.definition import Definitions
 from ui import queries
 from ui.diagram import sequence_svg
+from web.auth import COOKIE, PUBLIC
 
 __all__ = ["COOKIE", "STATIC", "Dashboard", "static_router", "swagger_plugin", "ui_routes"]
 
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
-COOKIE = "saga_admin"
 LETTER_STATUSES = ("DEAD", "RETRYING", "DELIVERED", "DISCARDED", "ALL")
-# Routes anyone may reach: the login form and the assets it needs. The admin
-# guard (web/auth.py) lets handlers whose opt has ``public`` through.
-PUBLIC = {"public": True}
+# Routes anyone may reach (the login form and the assets it need) carry
+# web.auth's PUBLIC opt; the admin guard lets them through.
 
 
 def _to_login(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, get, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody, PathParameter
+from litestar.params import JSONBody
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
 from modules.inventory.db import ProductRow
 from modules.inventory.handlers import upsert_product
-from web.http import strict_body
+from web.auth import PUBLIC
+from web.http import problems, strict_body
+from web.limits import Cents, IdPath, Text
 
 __all__ = ["ProductRequest", "ProductView", "inventory_routes"]
 
-Sku = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-
 
 class ProductRequest(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    price_cents: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
-    stock: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+    name: Text
+    price_cents: Cents
+    stock: Cents
 
 
 class ProductView(msgspec.Struct):
@@ -39,7 +39,7 @@ def inventory_routes(db: Database) -> list[HTTPRouteHandler]:
 
     @put("/products/{sku:str}", operation_id="putProduct", tags=["products"])
     async def put_product(
-        sku: Sku, data: JSONBody[ProductRequest], request: Request[Any, Any, Any]
+        sku: IdPath, data: JSONBody[ProductRequest], request: Request[Any, Any, Any]
     ) -> ProductView:
         """Create a product or set its name, price and sellable stock."""
         data = await strict_body(request, ProductRequest)
@@ -50,8 +50,9 @@ def inventory_routes(db: Database) -> list[HTTPRouteHandler]:
         )
         return ProductView(sku, data.name, data.price_cents, data.stock)
 
-    @get("/products/{sku:str}", operation_id="getProduct", tags=["products"])
-    async def get_product(sku: FromPath[str]) -> ProductView:
+    @get("/products/{sku:str}", operation_id="getProduct", tags=["products"], opt=PUBLIC,
+         responses=problems(404))  # fmt: skip
+    async def get_product(sku: IdPath) -> ProductView:
         """Read a product; ``stock`` is what can still be sold."""
         async with AsyncSession(db.reader) as session:
             row = await session.get(ProductRow, sku)

@@ -16,7 +16,7 @@ import msgspec
 from litestar import Request, Response, get, post
 from litestar.exceptions import ClientException, NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
+from litestar.params import JSONBody, QueryParameter
 
 from bus.messages import Envelope
 from bus.sqlite import Database
@@ -29,35 +29,34 @@ from modules.order.domain import (
     UnknownSkuError,
 )
 from modules.order.handlers import cancel_by_customer, place_order
-from web.http import strict_body
+from web.auth import PUBLIC
+from web.http import problems, strict_body
+from web.limits import MAX_LINES, Cents, Country, Id, IdempotencyKey, IdPath, Quantity, Text
 
 __all__ = ["OrderAccepted", "OrderView", "PlaceOrderRequest", "TerminalWaiters", "order_routes"]
-
-Id = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 
 
 class ItemRequest(msgspec.Struct, forbid_unknown_fields=True):
     sku: Id
-    quantity: Annotated[int, msgspec.Meta(gt=0, le=10_000)]
+    quantity: Quantity
 
 
 class AddressRequest(msgspec.Struct, forbid_unknown_fields=True):
     name: Text
     line1: Text
     city: Text
-    postal_code: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
-    country: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")]
+    postal_code: Text
+    country: Country
 
 
 class PlaceOrderRequest(msgspec.Struct, forbid_unknown_fields=True):
     customer_id: Id
-    items: Annotated[list[ItemRequest], msgspec.Meta(min_length=1, max_length=100)]
+    items: Annotated[list[ItemRequest], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
     shipping_address: AddressRequest
 
 
 class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    reason: Text | None = None
 
 
 class OrderAccepted(msgspec.Struct):
@@ -68,7 +67,15 @@ class OrderAccepted(msgspec.Struct):
 class OrderItemView(msgspec.Struct):
     sku: str
     quantity: int
-    unit_price_cents: int
+    unit_price_cents: Cents
+
+
+class AddressView(msgspec.Struct):
+    name: str
+    line1: str
+    city: str
+    postal_code: str
+    country: str
 
 
 class OrderView(msgspec.Struct):
@@ -78,7 +85,7 @@ class OrderView(msgspec.Struct):
     total_cents: int
     items: list[OrderItemView]
     customer_id: str
-    shipping_address: AddressRequest
+    shipping_address: AddressView
     created_at: datetime
     updated_at: datetime
 
@@ -127,13 +134,12 @@ def order_routes(
 ) -> list[HTTPRouteHandler]:
     """Build the order routes over the module's database."""
 
-    @post("/orders", status_code=202, operation_id="placeOrder", tags=["orders"])
+    @post("/orders", status_code=202, operation_id="placeOrder", tags=["orders"], opt=PUBLIC,
+          responses=problems(422))  # fmt: skip
     async def place(
         data: JSONBody[PlaceOrderRequest],
         request: Request[Any, Any, Any],
-        idempotency_key: Annotated[
-            str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=200)
-        ] = None,
+        idempotency_key: IdempotencyKey = None,
     ) -> Response[OrderAccepted]:
         """Accept an order; the checkout saga then runs in the background."""
         data = await strict_body(request, PlaceOrderRequest)
@@ -166,9 +172,10 @@ def order_routes(
             headers={"Location": f"/orders/{order_id}"},
         )
 
-    @get("/orders/{order_id:str}", operation_id="getOrder", tags=["orders"])
+    @get("/orders/{order_id:str}", operation_id="getOrder", tags=["orders"], opt=PUBLIC,
+         responses=problems(404))  # fmt: skip
     async def read(
-        order_id: FromPath[str],
+        order_id: IdPath,
         wait: Annotated[
             float,
             QueryParameter(ge=0, le=60, description="Seconds to wait for a terminal status"),
@@ -188,10 +195,10 @@ def order_routes(
 
     @post(
         "/orders/{order_id:str}/cancel", operation_id="cancelOrder", tags=["orders"],
-        status_code=202,
+        status_code=202, opt=PUBLIC, responses=problems(404, 409),
     )  # fmt: skip
     async def cancel(
-        order_id: FromPath[str],
+        order_id: IdPath,
         request: Request[Any, Any, Any],
         data: JSONBody[CancelRequest | None] = None,
     ) -> Response[OrderView]:
@@ -246,4 +253,4 @@ def _view(order_id: str, conn: sqlite3.Connection) -> OrderView | None:
     )
 
 
-_decode_address = msgspec.json.Decoder(AddressRequest).decode
+_decode_address = msgspec.json.Decoder(AddressView).decode

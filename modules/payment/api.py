@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Request, get, patch, put
 from litestar.exceptions import NotFoundException
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import FromPath, JSONBody, PathParameter
+from litestar.params import JSONBody
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
 from modules.payment.db import AccountRow
 from modules.payment.domain import AccountStatus
 from modules.payment.handlers import set_account_status, upsert_account
-from web.http import strict_body
+from web.http import problems, strict_body
+from web.limits import Cents, IdPath, Text
 
 __all__ = ["AccountRequest", "AccountView", "payment_routes"]
 
 
 class AccountRequest(msgspec.Struct, forbid_unknown_fields=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-    balance_cents: Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+    name: Text
+    balance_cents: Cents
     status: AccountStatus = AccountStatus.OPEN
 
 
@@ -37,17 +38,12 @@ class AccountStatusRequest(msgspec.Struct, forbid_unknown_fields=True):
     status: AccountStatus
 
 
-CustomerId = Annotated[
-    str, PathParameter(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
-]
-
-
 def payment_routes(db: Database) -> list[HTTPRouteHandler]:
     """Build the payment routes over the module's database."""
 
     @put("/customers/{customer_id:str}", operation_id="putCustomer", tags=["customers"])
     async def put_customer(
-        customer_id: CustomerId, data: JSONBody[AccountRequest], request: Request[Any, Any, Any]
+        customer_id: IdPath, data: JSONBody[AccountRequest], request: Request[Any, Any, Any]
     ) -> AccountView:
         """Open or update a customer's payment account and set its balance."""
         data = await strict_body(request, AccountRequest)
@@ -58,9 +54,10 @@ def payment_routes(db: Database) -> list[HTTPRouteHandler]:
         )
         return AccountView(customer_id, data.name, data.balance_cents, data.status)
 
-    @patch("/customers/{customer_id:str}", operation_id="patchCustomer", tags=["customers"])
+    @patch("/customers/{customer_id:str}", operation_id="patchCustomer", tags=["customers"],
+           responses=problems(404))  # fmt: skip
     async def patch_customer(
-        customer_id: CustomerId,
+        customer_id: IdPath,
         data: JSONBody[AccountStatusRequest],
         request: Request[Any, Any, Any],
     ) -> AccountView:
@@ -75,8 +72,9 @@ def payment_routes(db: Database) -> list[HTTPRouteHandler]:
             raise NotFoundException(f"customer {customer_id} not found")
         return AccountView(customer_id, found[0], found[1], data.status)
 
-    @get("/customers/{customer_id:str}", operation_id="getCustomer", tags=["customers"])
-    async def get_customer(customer_id: FromPath[str]) -> AccountView:
+    @get("/customers/{customer_id:str}", operation_id="getCustomer", tags=["customers"],
+         responses=problems(404))  # fmt: skip
+    async def get_customer(customer_id: IdPath) -> AccountView:
         """Read a customer's payment account."""
         async with AsyncSession(db.reader) as session:
             row = await session.get(AccountRow, customer_id)
