@@ -16,7 +16,7 @@ from bus.consumer import Consumer
 from bus.sqlite import Database, Tx
 from checkout.contract import AbortSaga, ResolveSaga, RetrySaga
 from web.http import problems, strict_body
-from web.limits import IdPath, Text
+from web.limits import TEXT_PATTERN, IdPath, Text
 
 __all__ = [
     "AbortRequest",
@@ -33,7 +33,13 @@ class AbortRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ResolveRequest(msgspec.Struct, forbid_unknown_fields=True):
-    note: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    note: Annotated[
+        str,
+        msgspec.Meta(
+            min_length=1, max_length=500, pattern=TEXT_PATTERN,
+            description="1..500 printable characters",
+        ),
+    ]  # fmt: skip
 
 
 class SagaActionAccepted(msgspec.Struct):

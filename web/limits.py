@@ -23,6 +23,7 @@ __all__ = [
     "MAX_CENTS",
     "MAX_LINES",
     "MAX_QUANTITY",
+    "TEXT_PATTERN",
     "Cents",
     "Country",
     "Id",
