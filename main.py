@@ -445,9 +445,9 @@ def create_app(
 
     Every route needs the admin token except those marked public (``web/auth.py``).
     """
+    system = build_system(settings, transport=transport, flow=flow)
     token = ensure_token(settings.data_dir, settings.admin_token_file)
     log.info("admin routes take the token from %s", token.source)
-    system = build_system(settings, transport=transport, flow=flow)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
