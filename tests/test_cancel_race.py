@@ -14,7 +14,7 @@ import pytest
 
 from bench.invariants import audit
 from tests.process import AppProcess
-from tests.support import order_body, query, wait_for
+from tests.support import ADMIN, order_body, query, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.crash]
 
@@ -34,7 +34,9 @@ class Cluster:
         with anyio.fail_after(60):
             while True:
                 try:
-                    async with httpx.AsyncClient(base_url=self.app.url, timeout=5) as client:
+                    async with httpx.AsyncClient(
+                        base_url=self.app.url, headers=ADMIN, timeout=5
+                    ) as client:
                         response = await client.request(method, path, **kwargs)  # type: ignore[arg-type]
                 except httpx.TransportError:
                     await anyio.sleep(0.05)  # down, or killed mid-request: ask again

@@ -7,11 +7,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from main import Settings, create_app
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +49,7 @@ async def test_a_cancel_before_the_pivot_undoes_everything_even_the_step_in_flig
     data_dir: Path, saga_mode: str, in_flight: str
 ) -> None:
     chaos = f"{TRIGGER[(in_flight, saga_mode)]}:delay=1;delay_s=0.5"
-    async with AsyncTestClient(app=_app(data_dir, saga_mode, chaos)) as client:
+    async with admin_client(_app(data_dir, saga_mode, chaos)) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 2}))
         response = await client.post(
@@ -69,7 +77,7 @@ async def test_a_cancel_before_the_pivot_undoes_everything_even_the_step_in_flig
 
 
 async def test_a_cancel_after_the_pivot_is_refused_with_409(data_dir: Path, saga_mode: str) -> None:
-    async with AsyncTestClient(app=_app(data_dir, saga_mode)) as client:
+    async with admin_client(_app(data_dir, saga_mode)) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         assert (await final_order(client, order_id))["status"] == "COMPLETED"
@@ -85,7 +93,7 @@ async def test_a_cancel_after_the_pivot_is_refused_with_409(data_dir: Path, saga
 
 
 async def test_cancelling_an_unknown_order_is_404(data_dir: Path, saga_mode: str) -> None:
-    async with AsyncTestClient(app=_app(data_dir, saga_mode)) as client:
+    async with admin_client(_app(data_dir, saga_mode)) as client:
         response = await client.post("/orders/nope/cancel")
     assert response.status_code == 404
 
@@ -106,7 +114,7 @@ async def test_a_bad_cancel_body_is_400_and_changes_nothing(
     data_dir: Path, saga_mode: str, body: bytes, content_type: str
 ) -> None:
     chaos = f"{TRIGGER[('payment', saga_mode)]}:delay=1;delay_s=0.3"
-    async with AsyncTestClient(app=_app(data_dir, saga_mode, chaos)) as client:
+    async with admin_client(_app(data_dir, saga_mode, chaos)) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         response = await client.post(

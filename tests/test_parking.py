@@ -13,12 +13,11 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from main import Settings, create_app
 from tests.kafka_broker import ensure_broker
-from tests.support import final_order, order_body, place, query, seed, wait_for
+from tests.support import admin_client, final_order, order_body, place, query, seed, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -114,7 +113,7 @@ async def test_a_refund_refused_by_a_closed_account_parks_and_resumes_after_it_r
     chaos = f"{STOCK_TRIGGER[saga_mode]}:delay=1;delay_s=0.5"
     caplog.set_level(logging.WARNING)
     settings = _settings(data_dir, saga_mode, bus, chaos)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with admin_client(create_app(settings)) as client:
         order_id = await _park_an_order(client, data_dir, saga_mode)
 
         saga = await _saga(client, order_id)
@@ -159,7 +158,7 @@ async def test_a_refund_refused_by_a_closed_account_parks_and_resumes_after_it_r
         assert _work_done(data_dir, order_id) == before
 
     # Still parked after a restart, and still idle.
-    async with AsyncTestClient(app=create_app(_settings(data_dir, saga_mode, bus))) as client:
+    async with admin_client(create_app(_settings(data_dir, saga_mode, bus))) as client:
         assert (await _saga(client, order_id))["status"] == "PARKED"
         before = _work_done(data_dir, order_id)
         await anyio.sleep(2.5 * STEP)
@@ -193,9 +192,7 @@ async def test_a_parked_saga_resolved_by_hand_ends_compensated_with_the_note(
     data_dir: Path, saga_mode: str
 ) -> None:
     chaos = f"{STOCK_TRIGGER[saga_mode]}:delay=1;delay_s=0.5"
-    async with AsyncTestClient(
-        app=create_app(_settings(data_dir, saga_mode, "memory", chaos))
-    ) as client:
+    async with admin_client(create_app(_settings(data_dir, saga_mode, "memory", chaos))) as client:
         order_id = await _park_an_order(client, data_dir, saga_mode)
         note = "refunded by bank transfer, ticket 4711"
         too_long = await client.post(f"/sagas/{order_id}/resolve", json={"note": "x" * 501})
@@ -222,9 +219,7 @@ async def test_a_parked_saga_resolved_by_hand_ends_compensated_with_the_note(
 async def test_resolve_and_retry_answer_409_for_a_saga_that_is_not_parked(
     data_dir: Path, saga_mode: str
 ) -> None:
-    async with AsyncTestClient(
-        app=create_app(Settings(data_dir=data_dir, saga=saga_mode))
-    ) as client:
+    async with admin_client(create_app(Settings(data_dir=data_dir, saga=saga_mode))) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await final_order(client, order_id)
@@ -243,9 +238,7 @@ async def test_resolve_and_retry_answer_409_for_a_saga_that_is_not_parked(
 async def test_a_closed_account_refuses_charges_and_keeps_its_balance(
     data_dir: Path, saga_mode: str
 ) -> None:
-    async with AsyncTestClient(
-        app=create_app(Settings(data_dir=data_dir, saga=saga_mode))
-    ) as client:
+    async with admin_client(create_app(Settings(data_dir=data_dir, saga=saga_mode))) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         assert (await client.patch("/customers/ada", json={"status": "closed"})).status_code == 200
         assert (await client.get("/customers/ada")).json()["status"] == "closed"
