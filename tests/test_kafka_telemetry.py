@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.kafka_broker import ensure_broker
 from tests.process import AppProcess
-from tests.support import order_body, quiescent, wait_for
+from tests.support import ADMIN, order_body, quiescent, wait_for
 from tests.test_kafka_processes import MODULES, Cluster, _final, _place, _seed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
@@ -84,7 +84,7 @@ async def test_an_order_is_one_trace_across_the_five_kafka_processes(
 ) -> None:
     cluster = traced_cluster
     await _seed(cluster)
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(headers=ADMIN, timeout=10) as client:
         order_id = await _place(client, cluster, order_body("ada", {"mug": 1}), uuid.uuid4().hex)
         assert (await _final(client, cluster, order_id))["status"] == "COMPLETED"
         timeline: list[dict[str, Any]] = []

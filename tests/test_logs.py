@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.process import AppProcess
-from tests.support import order_body, seed, wait_for
+from tests.support import ADMIN, order_body, seed, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -37,7 +37,7 @@ async def test_json_log_lines_carry_the_order_and_message_and_uvicorn_access_use
     app.start()
     try:
         await app.wait_healthy()
-        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+        async with httpx.AsyncClient(headers=ADMIN, base_url=app.url, timeout=10) as client:
             await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
             response = await client.post("/orders", json=order_body("ada", {"mug": 1}))
             assert response.status_code == 202, response.text

@@ -6,7 +6,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import final_order, order_body, place, quiescent, seed, wait_for
+from tests.support import admin_client, final_order, order_body, place, quiescent, seed, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -116,7 +116,6 @@ async def test_metrics_carry_no_ids_as_labels(client):
 
 
 async def test_a_dead_letter_shows_in_the_gauge_by_consumer_and_status(tmp_path):
-    from litestar.testing import AsyncTestClient
 
     from main import Settings, create_app
 
@@ -125,7 +124,7 @@ async def test_a_dead_letter_shows_in_the_gauge_by_consumer_and_status(tmp_path)
         chaos="payment.ProcessPayment:exception=1",
         retry="attempts=1",
     )
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with admin_client(create_app(settings)) as client:
         await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
         before = await scrape(client)
         await place(client, order_body("ada", {"mug": 1}))
@@ -165,15 +164,12 @@ def test_a_saga_moving_to_parked_counts_once_as_parked_and_times_the_step_it_lef
 
 
 async def test_a_parked_saga_counts_as_parked_and_shows_in_flight_as_parked(data_dir, saga_mode):
-    from litestar.testing import AsyncTestClient
 
     from main import create_app
     from tests.test_parking import STOCK_TRIGGER, _park_an_order, _settings
 
     chaos = f"{STOCK_TRIGGER[saga_mode]}:delay=1;delay_s=0.5"
-    async with AsyncTestClient(
-        app=create_app(_settings(data_dir, saga_mode, "memory", chaos))
-    ) as client:
+    async with admin_client(create_app(_settings(data_dir, saga_mode, "memory", chaos))) as client:
         before = await scrape(client)
         await _park_an_order(client, data_dir, saga_mode)
 

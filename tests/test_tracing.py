@@ -9,14 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from main import Settings, configure_tracing, create_app
 from telemetry import logs, tracing
-from tests.support import final_order, order_body, place, query, seed, wait_for
+from tests.support import admin_client, final_order, order_body, place, query, seed, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -78,7 +77,7 @@ async def test_an_order_is_one_trace_from_the_request_through_every_command_hand
 ):
     settings = Settings(data_dir=data_dir, saga=saga_mode)
     configure_tracing(settings, exporter=exporter)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with admin_client(create_app(settings)) as client:
         await seed(client, {"mug": (1000, 5)}, {"ada": 10_000, "bob": 500})
         exporter.clear()
         order_id = await place(client, order_body(customer, {"mug": 1}))
@@ -130,7 +129,7 @@ async def test_a_failing_handler_marks_its_span_and_its_log_line_leads_to_the_tr
     handler.addFilter(logs.ContextFilter())
     logging.getLogger("bus.consumer").addHandler(handler)
     try:
-        async with AsyncTestClient(app=create_app(settings)) as client:
+        async with admin_client(create_app(settings)) as client:
             await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
             order_id = await place(client, order_body("ada", {"mug": 1}))
 
