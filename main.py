@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -510,14 +509,18 @@ def create_app(
         *(h for m in system.modules for h in m.route_handlers),
         *(saga_action_routes(checkout.db) if checkout is not None else ()),
         *dead_letter_routes(system.consumers),
-        static_router(),
-        *(ui_routes(_dashboard(settings, system, checkout, token)) if checkout is not None else ()),
+        *(
+            ui_routes(_dashboard(settings, system, checkout, token.value))
+            if checkout is not None
+            else ()
+        ),
     ]
     document_access(handlers)
     document_body_limit(handlers)
-    handlers = [*options_routes(handlers), *handlers]  # first: Litestar then adds none
+    # The OPTIONS handlers first: Litestar then adds none. The assets' router last.
+    routes = [*options_routes(handlers), *handlers, static_router()]
     app = Litestar(
-        route_handlers=handlers,
+        route_handlers=routes,
         lifespan=[lifespan],
         exception_handlers={msgspec.DecodeError: bad_input, ValidationException: invalid},
         request_max_body_size=MAX_BODY_BYTES,
@@ -580,9 +583,7 @@ async def _name_server_span(request: Request[Any, Any, Any]) -> None:
     span.set_attribute("http.route", route)
 
 
-def _dashboard(
-    settings: Settings, system: System, checkout: ModuleHandle, token: str
-) -> Dashboard:
+def _dashboard(settings: Settings, system: System, checkout: ModuleHandle, token: str) -> Dashboard:
     """The dashboard at /ui reads this process's databases (served where checkout runs)."""
     return Dashboard(
         checkout=checkout.db,

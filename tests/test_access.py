@@ -47,6 +47,11 @@ PUBLIC_ROUTES = {
     ("GET", "/orders/{order_id:str}"),
     ("POST", "/orders/{order_id:str}/cancel"),
     ("GET", "/products/{sku:str}"),
+    # The dashboard's login form and the assets its pages (and /schema's) load.
+    ("GET", "/ui/login"),
+    ("POST", "/ui/login"),
+    ("GET", "/ui/static/{file_path:path}"),
+    ("HEAD", "/ui/static/{file_path:path}"),
 }
 SCHEMA = "/schema"
 # A value for each path parameter that passes its constraints.
@@ -129,6 +134,9 @@ async def test_each_admin_route_refuses_a_missing_token_with_401_and_a_bearer_ch
 
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["www-authenticate"].startswith("Bearer"), (method, path)
+        if path.startswith("/ui"):  # the dashboard's pages: a page that leads to the login
+            assert "/ui/login" in response.text or response.headers.get("hx-redirect")
+            continue
         assert response.json() == {"status_code": 401, "detail": response.json()["detail"]}
         assert "token" in response.json()["detail"]
     assert outboxes(data_dir) == before

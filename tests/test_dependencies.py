@@ -1,5 +1,5 @@
 """The lock file matches pyproject.toml, pins every package with hashes, and the audit of
-it fails on a known vulnerability (or, in CI, when nothing could be audited)."""
+it fails on a known vulnerability (or, with AUDIT_REQUIRED=1, when nothing could be audited)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_a_clean_report_passes():
 
 
 @pytest.mark.parametrize("report", [UNREACHABLE, {"dependencies": []}, {"error": "boom"}])
-def test_an_audit_that_could_not_run_fails_in_ci_and_says_skipped_elsewhere(report):
+def test_an_audit_that_could_not_run_fails_where_required_and_says_skipped_elsewhere(report):
     ci_code, ci_message = deps.verdict(report, ci=True)
     code, message = deps.verdict(report, ci=False)
 

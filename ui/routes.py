@@ -44,16 +44,29 @@ LETTER_STATUSES = ("DEAD", "RETRYING", "DELIVERED", "DISCARDED", "ALL")
 # web.auth's PUBLIC opt; the admin guard lets them through.
 
 
+_TO_LOGIN = (
+    "<!doctype html><meta http-equiv='refresh' content='0; url=/ui/login'>"
+    "<p>Sign in first: <a href='/ui/login'>/ui/login</a></p>"
+)
+
+
 def _to_login(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
-    """A page asked for without the admin cookie: the login form instead of a JSON 401."""
-    return Redirect("/ui/login", status_code=303)
+    """A page asked for without the admin cookie: still a 401 (like every admin route),
+    whose page takes a person to the login form."""
+    return Response(
+        _TO_LOGIN, status_code=401, media_type=MediaType.HTML,
+        headers={"WWW-Authenticate": 'Bearer realm="saga checkout"'},
+    )  # fmt: skip
 
 
 def _fragment_to_login(
     request: Request[Any, Any, Any], exc: NotAuthorizedException
 ) -> Response[Any]:
     """htmx follows ``HX-Redirect`` with the whole page (a session that expired)."""
-    return Response("", status_code=200, headers={"HX-Redirect": "/ui/login"})
+    return Response(
+        "", status_code=401,
+        headers={"HX-Redirect": "/ui/login", "WWW-Authenticate": 'Bearer realm="saga checkout"'},
+    )  # fmt: skip
 
 
 # Pages and fragments need the admin token (the app's guard checks it); without
