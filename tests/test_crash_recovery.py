@@ -35,14 +35,22 @@ from typing import Any, cast
 import anyio
 import httpx
 import pytest
-from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
 from bus.faults import point_names
 from bus.relay import OutboxRelay
 from main import Settings, create_app
 from tests.process import AppProcess
-from tests.support import ADMIN, DB_NAMES, order_body, query, quiescent, seed, wait_for
+from tests.support import (
+    ADMIN,
+    DB_NAMES,
+    admin_client,
+    order_body,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.anyio, pytest.mark.crash, pytest.mark.slow]
 
@@ -729,7 +737,7 @@ async def test_the_crash_points_name_every_type_the_databases_emit(
 ) -> None:
     """EMITTED lists every point a run of the book's orders reaches, per database."""
     settings = Settings(data_dir=tmp_path, saga=mode)
-    async with AsyncTestClient(app=create_app(settings)) as client:
+    async with admin_client(create_app(settings)) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         await wait_for(lambda: quiescent(tmp_path))
         book = OrderBook.of(BATCH, prefix="types")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests import test_kafka_processes as five_processes
-from tests.support import order_body, wait_for
+from tests.support import ADMIN, order_body, wait_for
 from tests.test_kafka_processes import Cluster, _final, _place, _seed
 
 pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
@@ -25,7 +25,7 @@ async def test_the_checkout_process_serves_the_dashboard_of_sagas_run_across_pro
     cluster: Cluster, saga_mode: str
 ) -> None:
     await _seed(cluster)
-    async with httpx.AsyncClient(timeout=10) as client:
+    async with httpx.AsyncClient(timeout=10, headers=ADMIN) as client:
         done = await _place(client, cluster, order_body("ada", {"mug": 1}), uuid.uuid4().hex)
         body = order_body("cy", {"tea": 1}, country="AQ")
         undone = await _place(client, cluster, body, uuid.uuid4().hex)
