@@ -158,8 +158,9 @@ class Settings:
     port: int = _option(8000)
     saga: str = _option("orchestration", choices=["orchestration", "choreography"])
     synchronous: str = _option(
-        "NORMAL",
-        "SQLite durability: NORMAL survives a process crash, FULL also power loss",
+        "FULL",
+        "SQLite durability: FULL (the default) survives power loss; NORMAL only a process"
+        " crash, and a power loss can then break conservation across modules (README)",
         choices=["NORMAL", "FULL"],
     )
     faults: str = _option(

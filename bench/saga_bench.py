@@ -690,8 +690,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--synchronous",
         choices=["NORMAL", "FULL"],
-        default="NORMAL",
-        help="SQLite durability of the spawned app (default NORMAL)",
+        default="FULL",
+        help="SQLite durability of the spawned app (default FULL, the app's default)",
     )
     parser.add_argument(
         "--saga",

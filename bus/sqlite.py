@@ -11,8 +11,9 @@ commits once. A caller's ``await`` returns only after that COMMIT, so nothing
 is acknowledged before it is durable to the configured ``synchronous`` level.
 
 Pragmas: WAL so readers never block the writer and a process crash loses no
-committed transaction; ``synchronous=NORMAL`` by default (durable across a
-process crash, not across power loss), ``FULL`` as a setting; ``BEGIN
+committed transaction; ``synchronous=FULL`` by default (durable across power
+loss: the WAL is synced on every commit), ``NORMAL`` as a setting (durable
+across a process crash only, see README "Durability"); ``BEGIN
 IMMEDIATE`` so the write lock is taken up front instead of failing at the first
 write when another connection (a reader upgrading, an operator's shell) holds it.
 """
@@ -203,7 +204,7 @@ class Database:
         name: str,
         metadata: MetaData,
         *,
-        synchronous: str = "NORMAL",
+        synchronous: str = "FULL",
         clock: Callable[[], float] = time.time,
         crash_points: CrashPoints | None = None,
     ) -> None:

@@ -33,7 +33,7 @@ def build(
     orchestrate: bool = True,
     timeouts: SagaTimeouts | None = None,
     stuck_after: float = 60.0,
-    synchronous: str = "NORMAL",
+    synchronous: str = "FULL",
     crash_points: CrashPoints | None = None,
 ) -> tuple[ModuleHandle, SagaTracker]:
     db = Database(

@@ -22,7 +22,7 @@ def build(
     data_dir: Path,
     *,
     faults: StepFaults = NO_FAULTS,
-    synchronous: str = "NORMAL",
+    synchronous: str = "FULL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
     db = Database(

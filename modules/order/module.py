@@ -27,7 +27,7 @@ def build(
     data_dir: Path,
     *,
     pivot: str = "complete",
-    synchronous: str = "NORMAL",
+    synchronous: str = "FULL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
     """``pivot`` names the saga step whose success makes an order past cancelling."""

@@ -23,7 +23,7 @@ def build(
     *,
     countries: frozenset[str] = DEFAULT_COUNTRIES,
     faults: StepFaults = NO_FAULTS,
-    synchronous: str = "NORMAL",
+    synchronous: str = "FULL",
     crash_points: CrashPoints | None = None,
 ) -> ModuleHandle:
     db = Database(
