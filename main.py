@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from bus.messages import Message, MessageRegistry
 from bus.module import ModuleHandle
 from bus.ports import Transport
 from bus.relay import OutboxRelay
+from bus.retention import Retention, RetentionTask, parse_duration
 from bus.retry import RetryPolicy, backoff
 from checkout import contract as checkout_contract
 from checkout import module as checkout_module
@@ -60,6 +61,7 @@ from checkout.modes import check_versions, claim_mode
 from checkout.operations import dead_letter_routes, saga_action_routes
 from checkout.policies import REFERENCE_DATA, SAGA_NEWS, reactions
 from checkout.policy import SagaTimeouts
+from checkout.retention import prune_finished_sagas, prune_finished_timelines
 from modules import inventory, order, payment, shipping
 from modules.faults import FaultPlan, StepFaults
 from modules.inventory import module as inventory_module
@@ -222,6 +224,24 @@ class Settings:
         type=_checked(lambda spec: parse_modules(spec)),
     )
     chaos_seed: int = _option(0)
+    dedup_window: str = _option(
+        "7d",
+        "how long dispatched outbox rows and processed inbox ids are kept (e.g. 7d, 12h):"
+        " longer than any redelivery can come late, Kafka retention included (README)",
+        type=_checked(parse_duration),
+    )
+    keep_finished_sagas: str = _option(
+        "30d",
+        "how long a finished saga's timeline and state are kept (at least the dedup window)",
+        type=_checked(parse_duration),
+    )
+    retention_batch: int = _option(500, "rows pruned per transaction")
+    retention_interval: float = _option(60.0, "seconds between retention sweeps")
+    kafka_retention: str = _option(
+        "3d",
+        "retention.ms of the Kafka topics this app creates (shorter than the dedup window)",
+        type=_checked(parse_duration),
+    )
     flow: str = _option("", argparse.SUPPRESS, type=_checked(load_flow))
     log_level: str = _option("INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     log_format: str = _option(
@@ -258,6 +278,7 @@ class System:
     saga_mode: str
     definitions: Definitions
     health: dict[str, str] = field(default_factory=dict)
+    retention: list[RetentionTask] = field(default_factory=list)
 
     @property
     def checkout(self) -> ModuleHandle | None:
@@ -285,6 +306,8 @@ class System:
                     task_group.start_soon(self._supervise, name, task)
             for consumer in self.consumers:
                 task_group.start_soon(self._supervise, f"retry:{consumer.name}", consumer.run)
+            for pruning in self.retention:
+                task_group.start_soon(self._supervise, f"retention:{pruning.db.name}", pruning.run)
             stack.callback(task_group.cancel_scope.cancel)
             yield self
 
@@ -336,9 +359,29 @@ def kafka_settings(settings: Settings) -> KafkaSettings:
     )
 
 
+def retention_of(settings: Settings) -> Retention:
+    """The retention settings, checked against each other (``ValueError`` if they clash)."""
+    retention = Retention(
+        dedup_window=parse_duration(settings.dedup_window),
+        keep_finished=parse_duration(settings.keep_finished_sagas),
+        batch=settings.retention_batch,
+        interval=settings.retention_interval,
+    )
+    if (
+        settings.bus == "kafka"
+        and parse_duration(settings.kafka_retention) >= retention.dedup_window
+    ):
+        # A consumer group replaying from the start of a topic would redeliver
+        # messages whose inbox ids are gone: they would be handled twice.
+        raise ValueError("--kafka-retention must be shorter than --dedup-window")
+    return retention
+
+
 def _transport(settings: Settings, registry: MessageRegistry) -> Transport:
     if settings.bus == "kafka":
-        return KafkaTransport(registry, kafka_settings(settings))
+        kafka = kafka_settings(settings)
+        retention_ms = int(parse_duration(settings.kafka_retention) * 1000)
+        return KafkaTransport(registry, replace(kafka, retention_ms=retention_ms))
     return InMemoryTransport(registry)
 
 
@@ -378,6 +421,7 @@ def build_system(
     chaos = ChaosPlan.parse(settings.chaos, settings.chaos_seed)
     policy = RetryPolicy.parse(settings.retry)
     timeouts = SagaTimeouts.parse(settings.timeouts)
+    retention = retention_of(settings)
     common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
     registry = MessageRegistry.from_contracts(*contracts.values())
     bus = transport or _transport(settings, registry)
@@ -435,7 +479,18 @@ def build_system(
         )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)
-    return System(registry, bus, modules, relays, consumers, settings.saga, definitions)
+    keep = retention.keep_finished
+    finished = [
+        ("timelines", prune_finished_timelines, keep),
+        ("sagas", prune_finished_sagas, keep),
+    ]
+    pruning = [
+        RetentionTask.for_bus(m.db, retention, finished if m.name == "checkout" else ())
+        for m in modules
+    ]
+    return System(
+        registry, bus, modules, relays, consumers, settings.saga, definitions, retention=pruning
+    )
 
 
 def create_app(
@@ -609,7 +664,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         parser.add_argument(
             f"--{option.name.replace('_', '-')}", dest=option.name, default=option.default, **extra
         )
-    return Settings(**vars(parser.parse_args(argv)))
+    settings = Settings(**vars(parser.parse_args(argv)))
+    try:
+        retention_of(settings)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return settings
 
 
 def diagram(argv: list[str]) -> str:

@@ -169,6 +169,9 @@ class KafkaSettings:
     client_id: str = "saga-checkout"
     max_batch: int = 500
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # retention.ms of the topics this transport creates (None: the broker's
+    # default). Must be shorter than the inbox's dedup window (bus/retention.py).
+    retention_ms: int | None = None
 
 
 @dataclass
@@ -282,10 +285,17 @@ class KafkaTransport:
         try:
             existing = set(await admin.list_topics())
             missing = [t for t in self.all_topics() if t not in existing]
+            retention = self.settings.retention_ms
+            configs = {} if retention is None else {"retention.ms": str(retention)}
             if missing:
                 await admin.create_topics(
                     [
-                        NewTopic(t, self.settings.partitions, self.settings.replication)
+                        NewTopic(
+                            t,
+                            self.settings.partitions,
+                            self.settings.replication,
+                            topic_configs=configs,
+                        )
                         for t in missing
                     ]
                 )

@@ -54,6 +54,12 @@ def add_bus_tables(metadata: MetaData) -> None:
         metadata.tables["outbox"].c.seq,
         sqlite_where=text("context IS NOT NULL"),
     )
+    # Retention prunes dispatched rows oldest first (bus/retention.py).
+    Index(
+        "outbox_dispatched",
+        metadata.tables["outbox"].c.dispatched_at,
+        sqlite_where=text("dispatched_at IS NOT NULL"),
+    )
     Table(
         "inbox",
         metadata,
@@ -62,6 +68,8 @@ def add_bus_tables(metadata: MetaData) -> None:
         Column("processed_at", Float, nullable=False),
         sqlite_with_rowid=False,
     )
+    # Retention prunes processed ids oldest first (appended at the index's end).
+    Index("inbox_processed_at", metadata.tables["inbox"].c.processed_at)
     # Messages a consumer could not handle: RETRYING (waiting for their next
     # attempt, or behind an earlier message of the same order), DEAD (given up
     # on: an operator replays or discards them), REPLAYED or DISCARDED.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary
+from sqlalchemy import Column, Index, LargeBinary, text
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from bus.tables import add_bus_tables
 
 __all__ = ["CheckoutBase", "SagaRow", "SettingRow", "TimelineRow", "TrackedSagaRow"]
+
+
+# A saga in one of these states never moves again: its rows may be pruned.
+FINISHED = "status IN ('COMPLETED', 'COMPENSATED')"
 
 
 class CheckoutBase(SQLModel, registry=registry()):
@@ -19,6 +23,8 @@ class SagaRow(CheckoutBase, table=True):
     """The orchestrator's state of one saga, with an optimistic version."""
 
     __tablename__ = "sagas"
+    # Retention finds finished sagas oldest first (checkout/retention.py).
+    __table_args__ = (Index("sagas_finished", "updated_at", sqlite_where=text(FINISHED)),)
 
     saga_id: str = Field(primary_key=True)
     status: str = Field(index=True)
@@ -57,6 +63,7 @@ class TrackedSagaRow(CheckoutBase, table=True):
     """The tracker's view of a saga, the same in both saga modes."""
 
     __tablename__ = "tracked_sagas"
+    __table_args__ = (Index("tracked_sagas_finished", "updated_at", sqlite_where=text(FINISHED)),)
 
     saga_id: str = Field(primary_key=True)
     status: str = Field(index=True)
