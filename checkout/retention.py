@@ -13,12 +13,17 @@ from checkout.db import FINISHED
 __all__ = ["prune_finished_sagas", "prune_finished_timelines"]
 
 
+# INDEXED BY: on a small or unanalysed table the planner would take the status
+# index and sort every finished saga for each batch.
+
+
 def prune_finished_timelines(tx: Tx, cutoff: float, limit: int) -> int:
     """Delete up to ``limit`` tracked sagas finished before ``cutoff``, and their timelines."""
     ids = [
         row[0]
         for row in tx.execute(
-            f"SELECT saga_id FROM tracked_sagas WHERE {FINISHED} AND updated_at < ?"  # noqa: S608
+            "SELECT saga_id FROM tracked_sagas INDEXED BY tracked_sagas_finished"  # noqa: S608
+            f" WHERE {FINISHED} AND updated_at < ?"
             " ORDER BY updated_at LIMIT ?",
             (cutoff, limit),
         )
@@ -33,7 +38,8 @@ def prune_finished_timelines(tx: Tx, cutoff: float, limit: int) -> int:
 def prune_finished_sagas(tx: Tx, cutoff: float, limit: int) -> int:
     """Delete up to ``limit`` orchestrator saga rows that finished before ``cutoff``."""
     return tx.execute(
-        f"DELETE FROM sagas WHERE saga_id IN (SELECT saga_id FROM sagas WHERE {FINISHED}"  # noqa: S608
+        "DELETE FROM sagas WHERE saga_id IN (SELECT saga_id FROM sagas INDEXED BY sagas_finished"  # noqa: S608
+        f" WHERE {FINISHED}"
         " AND updated_at < ? ORDER BY updated_at LIMIT ?)",
         (cutoff, limit),
     ).rowcount
