@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import resource
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -45,6 +46,7 @@ import httpx
 from bench.environment import ROOT, admin_headers, free_port, git_state, machine
 from bench.invariants import audit, counts
 from bench.orders import order_body
+from bench.soak import RssSampler, db_sizes, window_rates
 
 SERVED_COUNTRY = "DE"
 UNSERVED_COUNTRY = "AQ"  # not in the default shipping countries
@@ -207,6 +209,7 @@ class Phase:
     requests: int = 0
     first_start: float = math.inf
     last_end: float = 0.0
+    ends: list[float] = field(default_factory=list)  # completion times (for --soak)
 
 
 async def seed(
@@ -268,6 +271,7 @@ async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, ph
             raise RuntimeError(f"order {order_id} still PENDING after {ORDER_TIMEOUT_S} s")
     end = time.perf_counter()
     phase.last_end = max(phase.last_end, end)
+    phase.ends.append(end)
     phase.latencies_ms.append((end - start) * 1000)
     status = body["status"]
     phase.outcomes[status] = phase.outcomes.get(status, 0) + 1
@@ -335,6 +339,7 @@ class App:
         self.log_path = self.workdir / "app.log"
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.killed = False
+        self.extra_args: list[str] = []  # --app-args
 
     def url_of(self, module: str) -> str:
         return f"http://127.0.0.1:{self.ports.get(module, self.ports.get('all'))}"
@@ -364,6 +369,7 @@ class App:
                 ]  # fmt: skip
                 if self.bus == "kafka":
                     cmd += ["--kafka-bootstrap", self.kafka_bootstrap, "--kafka-prefix", prefix]
+                cmd += self.extra_args
                 log(f"starting app: {' '.join(cmd)}")
                 self.procs[module] = await asyncio.create_subprocess_exec(
                     *cmd, cwd=ROOT, stdout=app_log, stderr=subprocess.STDOUT,
@@ -434,6 +440,8 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"b{os.getpid()}x{int(time.time()) % 100000}"
     workload = Workload.build(tag, args.fail_fraction, args.fail_mode, args.seed)
     record: dict[str, Any] = {"kind": "run"}
+    if app is not None:
+        app.extra_args = shlex.split(args.app_args)
     try:
         if app is not None:
             await app.start()
@@ -474,7 +482,10 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             cpu_self_0 = self_cpu_seconds()
             machine_0 = machine_cpu()
             log(f"measuring: {args.n} sagas, C={args.concurrency}, load {load_before}")
-            phase = await drive(clients, workload, args.warmup, args.n, args.concurrency)
+            with RssSampler(pids, args.soak_every) as rss:
+                phase = await drive(clients, workload, args.warmup, args.n, args.concurrency)
+            if args.soak:
+                record["soak"] = {**window_rates(phase.first_start, phase.ends), **rss.report()}
             cpu_app_1 = _cpu(pids)
             cpu_self_1 = self_cpu_seconds()
             machine_1 = machine_cpu()
@@ -545,6 +556,8 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             record["app_exit_code"] = rc
             record["app_killed"] = app.killed
     if app is not None:
+        if args.soak:
+            record.setdefault("soak", {})["db_bytes"] = db_sizes(app.data_dir)
         try:
             products = workload.products()
             violations = audit(
@@ -601,6 +614,10 @@ def child_argv(args: argparse.Namespace) -> list[str]:
     ]
     if args.split:
         argv.append("--split")
+    if args.soak:
+        argv += ["--soak", "--soak-every", str(args.soak_every)]
+    if args.app_args:
+        argv += ["--app-args", args.app_args]
     if args.url:
         argv += ["--url", args.url]
     if args.keep:
@@ -744,6 +761,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--wait-max", type=float, default=600.0, help="give up waiting for idle after this many s"
+    )
+    parser.add_argument(
+        "--soak",
+        action="store_true",
+        help="report a long run's flatness: throughput of the first and last 10%% of the"
+        " sagas, the app's RSS over time and the databases' sizes at the end",
+    )
+    parser.add_argument(
+        "--soak-every", type=float, default=5.0, help="seconds between RSS samples (default 5)"
+    )
+    parser.add_argument(
+        "--app-args",
+        default="",
+        help="extra options for the spawned app, e.g. '--dedup-window 60s"
+        " --keep-finished-sagas 60s --retention-interval 10' (retention during a soak)",
     )
     args = parser.parse_args(argv)
     if min(args.n, args.concurrency, args.reps, args.clients) < 1 or args.warmup < 0:
