@@ -17,7 +17,16 @@ from bus.relay import OutboxRelay
 from bus.retention import DAY, Retention, parse_duration
 from bus.sqlite import Tx
 from main import Settings, System, create_app, parse_args
-from tests.support import final_order, order_body, place, query, quiescent, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
 
 pytestmark = pytest.mark.anyio
 T = TypeVar("T")
@@ -92,7 +101,7 @@ async def test_old_bus_rows_and_finished_sagas_are_pruned_recent_and_in_flight_o
     system: System = app.state.system
     for module in system.modules:
         module.db.clock = clock
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         bodies = [
             order_body("ada", {"mug": 1}),  # completes
@@ -153,7 +162,7 @@ async def test_a_message_redelivered_within_the_window_is_still_deduplicated(
     system: System = app.state.system
     for module in system.modules:
         module.db.clock = clock
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         orders = [await place(client, order_body("ada", {"mug": 1})) for _ in range(3)]
         for oid in orders:
@@ -181,7 +190,7 @@ async def test_pruning_goes_in_batches_of_the_configured_size(data_dir: Path) ->
     system: System = app.state.system
     for module in system.modules:
         module.db.clock = clock
-    async with AsyncTestClient(app=app) as client:
+    async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         for _ in range(4):
             await final_order(client, await place(client, order_body("ada", {"mug": 1})))
