@@ -21,7 +21,7 @@ import anyio
 import msgspec
 import uvicorn
 from litestar import Litestar, MediaType, Request, Response, Router, get
-from litestar.exceptions import ValidationException
+from litestar.exceptions import NotAuthorizedException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components
 from litestar.plugins.opentelemetry import OpenTelemetryConfig, OpenTelemetryPlugin
@@ -531,17 +531,26 @@ def create_app(
         )
     )
 
-    @get("/metrics", operation_id="metrics", tags=["system"], media_type=CONTENT_TYPE_LATEST)
-    async def metrics_route() -> Response[bytes]:
+    @get("/metrics", operation_id="metrics", tags=["system"], media_type=MediaType.TEXT)
+    async def metrics_route() -> Response[str]:
         """Prometheus metrics of this process's modules (text format)."""
         body = await anyio.to_thread.run_sync(metrics.render, metrics_registry)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        return Response(body.decode(), media_type=CONTENT_TYPE_LATEST)
 
     def bad_input(request: Request[Any, Any, Any], exc: msgspec.DecodeError) -> Response[Any]:
         return Response(
             {"status_code": HTTP_400_BAD_REQUEST, "detail": f"Validation failed: {exc}"},
             status_code=HTTP_400_BAD_REQUEST,
             media_type=MediaType.JSON,
+        )
+
+    def refused(request: Request[Any, Any, Any], exc: NotAuthorizedException) -> Response[Any]:
+        # JSON whatever the route serves (/metrics serves text): the 401 is documented so.
+        return Response(
+            {"status_code": exc.status_code, "detail": exc.detail},
+            status_code=exc.status_code,
+            media_type=MediaType.JSON,
+            headers=exc.headers,
         )
 
     def invalid(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -578,7 +587,11 @@ def create_app(
     app = Litestar(
         route_handlers=routes,
         lifespan=[lifespan],
-        exception_handlers={msgspec.DecodeError: bad_input, ValidationException: invalid},
+        exception_handlers={
+            msgspec.DecodeError: bad_input,
+            ValidationException: invalid,
+            NotAuthorizedException: refused,
+        },
         request_max_body_size=MAX_BODY_BYTES,
         before_request=_before_request,
         plugins=[StrictStructs(), *_tracing_plugins()],
