@@ -107,11 +107,7 @@ def test_every_operation_answers_as_its_schema_says(
 
 def test_every_operation_was_reached_past_the_access_guard() -> None:
     paths: dict[str, dict[str, Any]] = OPENAPI["paths"]  # type: ignore[assignment]
-    operations = {
-        f"{method.upper()} {path}"
-        for path, item in paths.items()
-        for method in item
-    }
+    operations = {f"{method.upper()} {path}" for path, item in paths.items() for method in item}
 
     assert set(SEEN) == operations
     assert {operation for operation, statuses in SEEN.items() if statuses <= {401}} == set()
