@@ -265,9 +265,10 @@ class Database:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _owner_only(self.path)
         # The simulation reopens its files after every crash: their schema is there.
-        if not (self.direct and self.path.exists()):
+        reopened = self.direct and self.path.exists()
+        _owner_only(self.path)
+        if not reopened:
             engine = create_engine(f"sqlite:///{self.path}")
             try:
                 with engine.begin() as connection:
