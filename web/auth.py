@@ -191,7 +191,10 @@ def admin_guard(token: AdminToken) -> Guard:
     """The application-wide guard: public handlers pass, the rest need ``token``."""
     expected = token.value.encode()
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    # A coroutine: litestar would run a plain function in a worker thread, per request.
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
         if is_public(handler):
             return
         presented = _presented(connection)
