@@ -7,6 +7,7 @@ default: SQLite files under ``./data`` and the in-process bus.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -328,6 +329,8 @@ class System:
 
 
 MODULES = ("order", "payment", "inventory", "shipping", "checkout")
+# Allocations between two collections of the young generation (CPython's default: 700).
+GC_THRESHOLD = 20_000
 
 
 def parse_modules(spec: str, extra: tuple[str, ...] = ()) -> frozenset[str]:
@@ -739,6 +742,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"main.py: kafka: {exc}") from None
     except DefinitionError as exc:
         raise SystemExit(f"saga definition refused: {exc}") from None
+    # Everything built so far lives as long as the process: keep it out of the
+    # collector's scans, and collect the young generation less often (a saga's
+    # garbage is short-lived; the default threshold, 700, ran a collection every
+    # few messages: bench/README.md).
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     config = uvicorn.Config(
         app,
         host=settings.host,
