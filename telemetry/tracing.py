@@ -17,8 +17,10 @@ The W3C trace context (``traceparent``, ``tracestate``) travels in each
 envelope. A message's ``create`` span (PRODUCER) is a child of the span that
 emitted it (the HTTP request, or the handler of the message that caused it);
 the ``process`` span (CONSUMER) of each subscription that handles it is a
-child of that ``create`` span. So parent links follow causation, and an
-order's spans share the trace id of the request that placed it.
+child of that ``create`` span, and so is the ``publish`` span (PRODUCER) the
+relay records when it hands the message to the transport after the commit.
+So parent links follow causation, and an order's spans share the trace id of
+the request that placed it.
 
 The bus's spans run in the database's writer thread, many messages per
 transaction, so their context is passed explicitly (as trace context strings)
@@ -55,6 +57,7 @@ __all__ = [
     "current",
     "enabled_by_environment",
     "message_created",
+    "message_published",
     "processing",
     "shutdown",
 ]
@@ -245,17 +248,57 @@ def message_created(
 
     Without a parent (a timer or a start-up job emitting), the message starts a trace.
     """
+    span = _produced(
+        "create", parent, destination=destination, message_type=message_type,
+        message_id=message_id, order_id=order_id, module=module, compensation=compensation,
+    )  # fmt: skip
+    return _inject(span)
+
+
+def message_published(
+    created: TraceContext,
+    *,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    module: str,
+    compensation: bool,
+) -> None:
+    """Record a ``publish`` span for a message the relay handed to the transport.
+
+    One per message, a child of the message's ``create`` span: the relay runs
+    after the commit with no context of its own, so a span for its whole batch
+    would be a trace apart from every order's.
+    """
+    _produced(
+        "publish", created, destination=destination, message_type=message_type,
+        message_id=message_id, order_id=order_id, module=module, compensation=compensation,
+    )  # fmt: skip
+
+
+def _produced(
+    operation: str,
+    parent: TraceContext,
+    *,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    module: str,
+    compensation: bool,
+) -> Span:
     span = _tracer.start_span(
-        f"create {_prefix}{destination}",
+        f"{operation} {_prefix}{destination}",
         context=_extract(parent),
         kind=SpanKind.PRODUCER,
         attributes=_message_attributes(
-            operation="create", destination=destination, message_type=message_type,
+            operation=operation, destination=destination, message_type=message_type,
             message_id=message_id, order_id=order_id, module=module, compensation=compensation,
         ),
     )  # fmt: skip
     span.end()
-    return _inject(span)
+    return span
 
 
 @contextmanager

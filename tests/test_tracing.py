@@ -31,6 +31,25 @@ def attribute(span: ReadableSpan, name: str) -> Any:
     return (span.attributes or {}).get(name)
 
 
+def producer_spans(spans: list[ReadableSpan], operation: str) -> dict[str, ReadableSpan]:
+    """The ``create`` (or ``publish``) span of each message, by message id."""
+    return {
+        attribute(s, "messaging.message.id"): s
+        for s in spans
+        if s.kind is SpanKind.PRODUCER and attribute(s, "messaging.operation.type") == operation
+    }
+
+
+def check_published(spans: list[ReadableSpan], created: dict[str, ReadableSpan]) -> None:
+    """The relay's ``publish`` span of each message is a child of its ``create`` span."""
+    published = producer_spans(spans, "publish")
+    assert set(published) == set(created)
+    for message_id, span in published.items():
+        assert span.parent is not None
+        assert span.parent.span_id == created[message_id].context.span_id
+        assert span.name == created[message_id].name.replace("create", "publish", 1)
+
+
 def check_one_trace_per_order(
     spans: list[ReadableSpan], order_id: str, causes: dict[str, str | None]
 ) -> None:
@@ -44,9 +63,10 @@ def check_one_trace_per_order(
     mine = [s for s in spans if attribute(s, "saga.order_id") == order_id]
     assert {s.context.trace_id for s in mine if s.context is not None} == {trace_id}
     by_id = {s.context.span_id: s for s in spans if s.context is not None}
-    created = {attribute(s, "messaging.message.id"): s for s in mine if s.kind is SpanKind.PRODUCER}
-    # Every saga message of the order was created in the trace, and handled in it.
+    created = producer_spans(mine, "create")
+    # Every saga message of the order was created in the trace, published and handled in it.
     assert set(created) == set(causes)
+    check_published(mine, created)
     for message_id, cause in causes.items():
         create = created[message_id]
         assert create.parent is not None
