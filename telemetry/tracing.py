@@ -312,14 +312,20 @@ def processing(
     consumer: str,
     attempt: int,
     compensation: bool,
+    partition: int | None = None,
 ) -> Iterator[Span]:
-    """A ``process`` span (CONSUMER) around a handler, current in this thread meanwhile."""
+    """A ``process`` span (CONSUMER) around a handler, current in this thread meanwhile.
+
+    ``partition`` is the Kafka partition of the record handled, when it came from one.
+    """
     attributes = _message_attributes(
         operation="process", destination=destination, message_type=message_type,
         message_id=message_id, order_id=order_id, module=consumer, compensation=compensation,
     )  # fmt: skip
     attributes["messaging.consumer.group.name"] = consumer
     attributes["saga.attempt"] = attempt
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = str(partition)
     span = _tracer.start_span(
         f"process {_prefix}{destination}",
         context=_extract(parent),
