@@ -22,6 +22,12 @@ relay records when it hands the message to the transport after the commit.
 So parent links follow causation, and an order's spans share the trace id of
 the request that placed it.
 
+What no message of the trace causes (a saga's timer firing, choreography's
+watchdog, an operator's retry, abort or resolve) records a ``saga_moved`` span
+whose parent is the context stored with the saga when it started (the span
+that handled its first message): what the move emits stays in the order's
+trace, an operator's own request is linked to it.
+
 The bus's spans run in the database's writer thread, many messages per
 transaction, so their context is passed explicitly (as trace context strings)
 rather than through the asyncio task's context.
@@ -47,7 +53,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -59,6 +65,7 @@ __all__ = [
     "message_created",
     "message_published",
     "processing",
+    "saga_moved",
     "shutdown",
 ]
 
@@ -246,7 +253,7 @@ def message_created(
 ) -> TraceContext:
     """Record a ``create`` span for an emitted message; return its context for the envelope.
 
-    Without a parent (a timer or a start-up job emitting), the message starts a trace.
+    Without a parent (a start-up job emitting), the message starts a trace.
     """
     span = _produced(
         "create", parent, destination=destination, message_type=message_type,
@@ -338,6 +345,44 @@ def processing(
     finally:
         otel_context.detach(token)
         span.end()
+
+
+def saga_moved(
+    saga: TraceContext,
+    move: str,
+    *,
+    order_id: str,
+    module: str,
+    step: str,
+    attempt: int | None = None,
+    compensation: bool = False,
+    link: TraceContext = _NONE,
+) -> TraceContext:
+    """Record a span for a move of a saga that no message caused; return its context.
+
+    ``saga`` is the context stored with the saga when it started: the span is its
+    child, so what the move emits (carrying the returned context) joins the
+    order's trace. ``link`` (an operator's HTTP request, a trace of its own) is
+    linked to it. Without a stored context (a saga begun while tracing was
+    off), the move starts a trace.
+    """
+    links: list[Link] = []
+    linked = _extract(link)
+    if linked is not None:
+        links.append(Link(trace.get_current_span(linked).get_span_context()))
+    attributes: dict[str, Any] = {
+        "saga.order_id": order_id,
+        "saga.module": module,
+        "saga.step": step,
+        "saga.compensation": compensation,
+    }
+    if attempt is not None:
+        attributes["saga.attempt"] = attempt
+    span = _tracer.start_span(
+        move, context=_extract(saga), kind=SpanKind.INTERNAL, attributes=attributes, links=links
+    )
+    span.end()
+    return _inject(span)
 
 
 def failed(span: Span, error: BaseException | None) -> None:
