@@ -53,15 +53,6 @@ class OutboxRelay:
             types = (envelope.type for envelope in envelopes)
             self.db.crash_points.reached(*point_names("after-publish", self.db.name, types))
 
-    def _trace_published(self, envelopes: Sequence[Envelope]) -> None:
-        for envelope in envelopes:
-            tracing.message_published(
-                (envelope.traceparent, envelope.tracestate), destination=channel(envelope.message),
-                message_type=envelope.type, message_id=envelope.message_id,
-                order_id=envelope.correlation_id, module=self.db.name,
-                compensation=envelope.message.COMPENSATION,
-            )  # fmt: skip
-
     def _on_delivered(self, envelopes: Sequence[Envelope]) -> None:
         seqs = [envelope.seq for envelope in envelopes]
         # The list is swapped out by _mark_dispatched in the writer thread.
@@ -126,3 +117,12 @@ class OutboxRelay:
             if self.db.crash_points is not None:
                 self.db.crash_points.reached(f"recovered:{self.db.name}")
         return len(envelopes)
+
+    def _trace_published(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            tracing.message_published(
+                (envelope.traceparent, envelope.tracestate), destination=channel(envelope.message),
+                message_type=envelope.type, message_id=envelope.message_id,
+                order_id=envelope.correlation_id, module=self.db.name,
+                compensation=envelope.message.COMPENSATION,
+            )  # fmt: skip
