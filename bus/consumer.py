@@ -135,7 +135,7 @@ class Consumer:
             (envelope.traceparent, envelope.tracestate), destination=channel(envelope.message),
             message_type=envelope.type, message_id=envelope.message_id,
             order_id=envelope.correlation_id, consumer=self.name, attempt=attempt,
-            compensation=envelope.message.COMPENSATION,
+            compensation=envelope.message.COMPENSATION, partition=envelope.partition,
         ) as span:  # fmt: skip
             saved, tx.trace, tx.error = tx.trace, tracing.context_of(span), None
             try:

@@ -420,4 +420,6 @@ class KafkaTransport:
             if type_name not in sub.types:
                 return None
         key = (record.key or b"").decode()
-        return envelope_from_headers(record.headers, key, record.value or b"", self.registry)
+        return envelope_from_headers(
+            record.headers, key, record.value or b"", self.registry, partition=record.partition
+        )

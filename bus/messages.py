@@ -135,7 +135,8 @@ class Envelope:
     header travels, so that choreography can build its commands (see
     ``checkout.choreography``). ``traceparent`` and ``tracestate`` are the W3C
     trace context of the span that emitted the message (None when tracing is
-    off), so that the span that handles it joins the same trace.
+    off), so that the span that handles it joins the same trace. ``partition`` is the
+    Kafka partition a consumed record came from (None in process), for its span.
 
     How an envelope maps to a table row and to Kafka record headers is declared
     once, below (``ENVELOPE_COLUMNS`` and the four functions next to it).
@@ -154,12 +155,14 @@ class Envelope:
     seq: int = field(default=0, compare=False)
     traceparent: str | None = None
     tracestate: str | None = None
+    partition: int | None = field(default=None, compare=False)
 
 
 # The envelope as stored in the outbox and dead_letter tables (and, minus
 # ``payload`` and ``correlation_id``, which are the record's value and key, as
 # Kafka headers): one column per field, in this order. ``message`` is decoded
-# from ``payload``; ``seq`` is the outbox's own row number.
+# from ``payload``; ``seq`` is the outbox's own row number, ``partition`` the Kafka
+# partition a record was read from.
 ENVELOPE_COLUMNS = (
     "message_id",
     "type",
@@ -216,7 +219,12 @@ def envelope_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
 
 
 def envelope_from_headers(
-    headers: Iterable[tuple[str, bytes]], key: str, payload: bytes, registry: MessageRegistry
+    headers: Iterable[tuple[str, bytes]],
+    key: str,
+    payload: bytes,
+    registry: MessageRegistry,
+    *,
+    partition: int | None = None,
 ) -> Envelope:
     """The envelope of a Kafka record (missing headers take their defaults)."""
     values: dict[str, Any] = dict.fromkeys(_HEADER_FIELDS)
@@ -227,7 +235,7 @@ def envelope_from_headers(
     values["message"] = registry.decode_or_undecodable(
         values["type"], values["version"], payload, key
     )
-    return Envelope(**values, correlation_id=key, payload=payload)
+    return Envelope(**values, correlation_id=key, payload=payload, partition=partition)
 
 
 class MessageRegistry:

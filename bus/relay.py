@@ -12,10 +12,10 @@ from typing import Any
 import anyio
 
 from bus.faults import point_names
-from bus.messages import ENVELOPE_COLUMNS, Envelope, MessageRegistry, envelope_from_row
+from bus.messages import ENVELOPE_COLUMNS, Envelope, MessageRegistry, channel, envelope_from_row
 from bus.ports import Transport
 from bus.sqlite import Database, Tx
-from telemetry import metrics
+from telemetry import metrics, tracing
 
 __all__ = ["OutboxRelay"]
 
@@ -47,6 +47,8 @@ class OutboxRelay:
         now = time.perf_counter()
         self._in_flight.update((envelope.message_id, now) for envelope in envelopes)
         self.transport.publish(envelopes, self._on_delivered)
+        if tracing.ENABLED:
+            self._trace_published(envelopes)
         if self.db.crash_points is not None:
             types = (envelope.type for envelope in envelopes)
             self.db.crash_points.reached(*point_names("after-publish", self.db.name, types))
@@ -115,3 +117,12 @@ class OutboxRelay:
             if self.db.crash_points is not None:
                 self.db.crash_points.reached(f"recovered:{self.db.name}")
         return len(envelopes)
+
+    def _trace_published(self, envelopes: Sequence[Envelope]) -> None:
+        for envelope in envelopes:
+            tracing.message_published(
+                (envelope.traceparent, envelope.tracestate), destination=channel(envelope.message),
+                message_type=envelope.type, message_id=envelope.message_id,
+                order_id=envelope.correlation_id, module=self.db.name,
+                compensation=envelope.message.COMPENSATION,
+            )  # fmt: skip

@@ -8,7 +8,15 @@ from sqlmodel import Field, SQLModel
 
 from bus.tables import add_bus_tables
 
-__all__ = ["CheckoutBase", "SagaRow", "SettingRow", "TimelineRow", "TrackedSagaRow"]
+__all__ = [
+    "TRACE_COLUMNS",
+    "CheckoutBase",
+    "SagaRow",
+    "SagaTrace",
+    "SettingRow",
+    "TimelineRow",
+    "TrackedSagaRow",
+]
 
 
 # A saga in one of these states never moves again: its rows may be pruned.
@@ -19,7 +27,20 @@ class CheckoutBase(SQLModel, registry=registry()):
     pass
 
 
-class SagaRow(CheckoutBase, table=True):
+class SagaTrace(CheckoutBase):
+    """Where a saga's trace goes on: the W3C context of the span that started it (None
+    while tracing is off). What its timers, the watchdog and operators emit is a child of
+    it, so it stays in the order's trace (``telemetry.tracing.saga_moved``)."""
+
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+# The trace context's columns, in the order of ``telemetry.tracing.TraceContext``.
+TRACE_COLUMNS = ", ".join(SagaTrace.model_fields)
+
+
+class SagaRow(SagaTrace, table=True):
     """The orchestrator's state of one saga, with an optimistic version."""
 
     __tablename__ = "sagas"
@@ -59,7 +80,7 @@ class TimelineRow(CheckoutBase, table=True):
     context: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
-class TrackedSagaRow(CheckoutBase, table=True):
+class TrackedSagaRow(SagaTrace, table=True):
     """The tracker's view of a saga, the same in both saga modes."""
 
     __tablename__ = "tracked_sagas"

@@ -15,6 +15,8 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from bus.consumer import Consumer
 from bus.sqlite import Database, Tx
 from checkout.contract import AbortSaga, ResolveSaga, RetrySaga
+from checkout.db import TRACE_COLUMNS
+from telemetry import tracing
 from web.http import problems, strict_body
 from web.limits import TEXT_PATTERN, IdPath, Text
 
@@ -107,19 +109,38 @@ def saga_action_routes(checkout: Database) -> list[HTTPRouteHandler]:
     async def _send(
         order_id: str, command: RetrySaga | AbortSaga | ResolveSaga, allowed: tuple[str, ...]
     ) -> Response[SagaActionAccepted]:
+        action = command.TYPE.partition(".")[2].removesuffix("Saga").lower()
+
         def write(tx: Tx) -> tuple[str | None, str | None]:
             # The orchestrator's row is the truth where there is one; else the tracker's.
-            row = tx.one("SELECT status FROM sagas WHERE saga_id = ?", (order_id,))
-            row = row or tx.one("SELECT status FROM tracked_sagas WHERE saga_id = ?", (order_id,))
+            row = tx.one(
+                f"SELECT status, step, {TRACE_COLUMNS} FROM sagas WHERE saga_id = ?",  # noqa: S608
+                (order_id,),
+            )
+            row = row or tx.one(
+                f"SELECT status, step, {TRACE_COLUMNS} FROM tracked_sagas WHERE saga_id = ?",  # noqa: S608
+                (order_id,),
+            )
             if row is None or row[0] not in allowed:
                 return None, None if row is None else str(row[0])
-            return tx.emit(command).message_id, str(row[0])
+            status, step, *trace = row
+            if tracing.ENABLED:  # the action joins the order's trace; the request is linked
+                undoing = action != "retry" or status != "RUNNING"
+                tx.trace = tracing.saga_moved(
+                    tuple(trace),
+                    f"operator {action}",
+                    order_id=order_id,
+                    module="checkout",
+                    step=step,
+                    compensation=undoing,
+                    link=tx.trace,
+                )
+            return tx.emit(command).message_id, str(status)
 
         message_id, status = await checkout.transact(write)
         if status is None:
             raise NotFoundException(f"no saga for order {order_id}")
         if message_id is None:
-            action = command.TYPE.partition(".")[2].removesuffix("Saga").lower()
             raise ClientException(
                 f"cannot {action} a {status} saga (only {' or '.join(allowed)})", status_code=409
             )

@@ -27,6 +27,7 @@ from checkout.contract import (
     SagaResolved,
     SagaResumed,
 )
+from checkout.db import TRACE_COLUMNS
 from checkout.definition import Definitions, Role, SagaData, SagaDefinition
 from checkout.policy import SagaTimeouts
 from checkout.saga import (
@@ -44,6 +45,7 @@ from checkout.saga import (
     decide,
     start,
 )
+from telemetry import tracing
 
 __all__ = ["Orchestrator", "command_id"]
 
@@ -53,6 +55,8 @@ _NAMESPACE = uuid.UUID("6f1c1c9e-3b7a-4d0e-9a59-2a4f0d5c8e11")
 _encode = msgspec.json.Encoder().encode
 _decode_state = msgspec.json.Decoder(SagaState).decode
 _ACTIVE = "('RUNNING', 'COMPENSATING')"
+# The name of the span a due timer records (see tracing.saga_moved).
+_MOVES = {StepTimedOut: "saga step timeout", DeadlineExceeded: "saga deadline"}
 
 
 def command_id(saga_id: str, step: str, direction: str, attempt: int) -> str:
@@ -109,23 +113,32 @@ class Orchestrator:
     def fire_due(self, tx: Tx, limit: int = 256) -> float | None:
         """Fire every due timer; return when the next one is due (None if none is pending)."""
         rows = tx.execute(
-            "SELECT state, version, definition_version, deadline, expires_at FROM sagas"  # noqa: S608
-            f" WHERE status IN {_ACTIVE} AND (deadline <= ? OR expires_at <= ?)"
-            " ORDER BY deadline LIMIT ?",
+            "SELECT state, version, definition_version, deadline, expires_at,"  # noqa: S608
+            f" {TRACE_COLUMNS} FROM sagas WHERE status IN {_ACTIVE}"
+            " AND (deadline <= ? OR expires_at <= ?) ORDER BY deadline LIMIT ?",
             (tx.now, tx.now, limit),
         ).fetchall()
-        for blob, version, definition_version, deadline, expires_at in rows:
+        for blob, version, definition_version, deadline, expires_at, *trace in rows:
             state = _decode_state(blob)
             definition = self.definitions.version(definition_version)
+            event: DeadlineExceeded | StepTimedOut
             if expires_at <= tx.now and abortable(definition, state):
-                self._advance(tx, state, version, definition, DeadlineExceeded())
+                event = DeadlineExceeded()
             elif deadline <= tx.now:
-                self._advance(tx, state, version, definition, self._timed_out(definition, state))
+                event = self._timed_out(definition, state)
             else:
                 # Past the saga deadline but no longer abortable: only the step timer remains.
                 tx.execute(
                     "UPDATE sagas SET expires_at = ? WHERE saga_id = ?", (deadline, state.saga_id)
                 )
+                continue
+            if tracing.ENABLED:  # what the timer sends goes on in the saga's trace
+                tx.trace = tracing.saga_moved(
+                    tuple(trace), _MOVES[type(event)], order_id=state.saga_id,
+                    module="checkout", step=state.step, attempt=state.attempt,
+                    compensation=state.status is SagaStatus.COMPENSATING,
+                )  # fmt: skip
+            self._advance(tx, state, version, definition, event)
         if len(rows) == limit:
             return tx.now
         row = tx.one(f"SELECT min(min(deadline, expires_at)) FROM sagas WHERE status IN {_ACTIVE}")  # noqa: S608
@@ -166,12 +179,14 @@ class Orchestrator:
     def _insert(self, tx: Tx, definition: SagaDefinition, transition: Transition) -> None:
         state = transition.state
         tx.execute(
-            "INSERT INTO sagas (saga_id, status, step, state, deadline, expires_at, version,"
-            " definition_version, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            # The span that starts the saga is where its timers' spans go on (None if off).
+            "INSERT INTO sagas (saga_id, status, step, state, deadline, expires_at, version,"  # noqa: S608
+            f" definition_version, created_at, updated_at, {TRACE_COLUMNS})"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 state.saga_id, state.status, state.step, _encode(state),
                 self._deadline(definition, state, tx.now), tx.now + self.timeouts.saga_deadline,
-                1, definition.version, tx.now, tx.now,
+                1, definition.version, tx.now, tx.now, *tx.trace,
             ),
         )  # fmt: skip
         _send(tx, transition)

@@ -18,6 +18,7 @@ from checkout.contract import (
     SagaResolved,
     SagaResumed,
 )
+from checkout.db import TRACE_COLUMNS
 from checkout.definition import Definitions, Role, SagaDefinition
 from checkout.policy import SagaTimeouts
 from telemetry import metrics
@@ -117,13 +118,14 @@ class SagaTracker:
         )
         event_id = envelope.message_id if drives else None
         if row is None:
+            # The span that first saw the saga is where the watchdog's spans go on.
             tx.execute(
-                "INSERT INTO tracked_sagas (saga_id, status, step, last_type, last_event_id,"
-                " attempt, deadline, definition_version, started_at, updated_at)"
-                " VALUES (?,?,?,?,?,1,?,?,?,?)",
+                "INSERT INTO tracked_sagas (saga_id, status, step, last_type, last_event_id,"  # noqa: S608
+                f" attempt, deadline, definition_version, started_at, updated_at, {TRACE_COLUMNS})"
+                " VALUES (?,?,?,?,?,1,?,?,?,?,?,?)",
                 (
                     saga_id, status, step, envelope.type, event_id, deadline, version,
-                    envelope.occurred_at, tx.now,
+                    envelope.occurred_at, tx.now, *tx.trace,
                 ),
             )  # fmt: skip
         elif (force or _RANK[status] >= _RANK[row[0]]) and _RANK[row[0]] < 2:

@@ -29,9 +29,10 @@ from checkout.contract import (
     SagaResolved,
     SagaResumed,
 )
+from checkout.db import TRACE_COLUMNS
 from checkout.definition import Definitions, SagaDefinition, StepKind
 from checkout.policy import SagaTimeouts
-from telemetry import metrics
+from telemetry import metrics, tracing
 
 __all__ = ["Watchdog"]
 
@@ -93,19 +94,26 @@ class Watchdog:
         """Nudge or abort every saga whose timer is due; return the next due time."""
         expired_before = tx.now - self.timeouts.saga_deadline
         rows = tx.execute(
-            "SELECT saga_id, status, step, attempt, started_at, definition_version"  # noqa: S608
-            f" FROM tracked_sagas WHERE status IN {_ACTIVE} AND (deadline <= ?"
+            "SELECT saga_id, status, step, attempt, started_at, definition_version,"  # noqa: S608
+            f" {TRACE_COLUMNS} FROM tracked_sagas WHERE status IN {_ACTIVE} AND (deadline <= ?"
             " OR (status = 'RUNNING' AND started_at <= ?)) ORDER BY deadline LIMIT ?",
             (tx.now, expired_before, limit),
         ).fetchall()
-        for saga_id, status, step, attempt, started_at, version in rows:
+        for saga_id, status, step, attempt, started_at, version, *trace in rows:
             definition = self._definition(version)
             abortable = self._abortable(definition, status, step)
             attempts = (
                 definition.step(step).attempts if step in {s.name for s in definition.steps}
                 else None
             ) or self.timeouts.attempts  # fmt: skip
-            if abortable and started_at <= expired_before:
+            expired = abortable and started_at <= expired_before
+            if tracing.ENABLED:  # what the watchdog sends goes on in the saga's trace
+                tx.trace = tracing.saga_moved(
+                    tuple(trace), "saga deadline" if expired else "saga step timeout",
+                    order_id=saga_id, module="checkout", step=step, attempt=attempt,
+                    compensation=status == "COMPENSATING",
+                )  # fmt: skip
+            if expired:
                 self._abort(tx, saga_id, definition, "saga deadline exceeded")
             elif abortable and attempt >= attempts:
                 self._abort(tx, saga_id, definition, f"{step} timed out after {attempt} attempts")

@@ -17,8 +17,16 @@ The W3C trace context (``traceparent``, ``tracestate``) travels in each
 envelope. A message's ``create`` span (PRODUCER) is a child of the span that
 emitted it (the HTTP request, or the handler of the message that caused it);
 the ``process`` span (CONSUMER) of each subscription that handles it is a
-child of that ``create`` span. So parent links follow causation, and an
-order's spans share the trace id of the request that placed it.
+child of that ``create`` span, and so is the ``publish`` span (PRODUCER) the
+relay records when it hands the message to the transport after the commit.
+So parent links follow causation, and an order's spans share the trace id of
+the request that placed it.
+
+What no message of the trace causes (a saga's timer firing, choreography's
+watchdog, an operator's retry, abort or resolve) records a ``saga_moved`` span
+whose parent is the context stored with the saga when it started (the span
+that handled its first message): what the move emits stays in the order's
+trace, an operator's own request is linked to it.
 
 The bus's spans run in the database's writer thread, many messages per
 transaction, so their context is passed explicitly (as trace context strings)
@@ -45,7 +53,7 @@ from opentelemetry.sdk.trace.export import (
     SpanExporter,
     SpanExportResult,
 )
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 __all__ = [
@@ -55,7 +63,9 @@ __all__ = [
     "current",
     "enabled_by_environment",
     "message_created",
+    "message_published",
     "processing",
+    "saga_moved",
     "shutdown",
 ]
 
@@ -243,19 +253,59 @@ def message_created(
 ) -> TraceContext:
     """Record a ``create`` span for an emitted message; return its context for the envelope.
 
-    Without a parent (a timer or a start-up job emitting), the message starts a trace.
+    Without a parent (a start-up job emitting), the message starts a trace.
     """
+    span = _produced(
+        "create", parent, destination=destination, message_type=message_type,
+        message_id=message_id, order_id=order_id, module=module, compensation=compensation,
+    )  # fmt: skip
+    return _inject(span)
+
+
+def message_published(
+    created: TraceContext,
+    *,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    module: str,
+    compensation: bool,
+) -> None:
+    """Record a ``publish`` span for a message the relay handed to the transport.
+
+    One per message, a child of the message's ``create`` span: the relay runs
+    after the commit with no context of its own, so a span for its whole batch
+    would be a trace apart from every order's.
+    """
+    _produced(
+        "publish", created, destination=destination, message_type=message_type,
+        message_id=message_id, order_id=order_id, module=module, compensation=compensation,
+    )  # fmt: skip
+
+
+def _produced(
+    operation: str,
+    parent: TraceContext,
+    *,
+    destination: str,
+    message_type: str,
+    message_id: str,
+    order_id: str,
+    module: str,
+    compensation: bool,
+) -> Span:
     span = _tracer.start_span(
-        f"create {_prefix}{destination}",
+        f"{operation} {_prefix}{destination}",
         context=_extract(parent),
         kind=SpanKind.PRODUCER,
         attributes=_message_attributes(
-            operation="create", destination=destination, message_type=message_type,
+            operation=operation, destination=destination, message_type=message_type,
             message_id=message_id, order_id=order_id, module=module, compensation=compensation,
         ),
     )  # fmt: skip
     span.end()
-    return _inject(span)
+    return span
 
 
 @contextmanager
@@ -269,14 +319,20 @@ def processing(
     consumer: str,
     attempt: int,
     compensation: bool,
+    partition: int | None = None,
 ) -> Iterator[Span]:
-    """A ``process`` span (CONSUMER) around a handler, current in this thread meanwhile."""
+    """A ``process`` span (CONSUMER) around a handler, current in this thread meanwhile.
+
+    ``partition`` is the Kafka partition of the record handled, when it came from one.
+    """
     attributes = _message_attributes(
         operation="process", destination=destination, message_type=message_type,
         message_id=message_id, order_id=order_id, module=consumer, compensation=compensation,
     )  # fmt: skip
     attributes["messaging.consumer.group.name"] = consumer
     attributes["saga.attempt"] = attempt
+    if partition is not None:
+        attributes["messaging.destination.partition.id"] = str(partition)
     span = _tracer.start_span(
         f"process {_prefix}{destination}",
         context=_extract(parent),
@@ -289,6 +345,44 @@ def processing(
     finally:
         otel_context.detach(token)
         span.end()
+
+
+def saga_moved(
+    saga: TraceContext,
+    move: str,
+    *,
+    order_id: str,
+    module: str,
+    step: str,
+    attempt: int | None = None,
+    compensation: bool = False,
+    link: TraceContext = _NONE,
+) -> TraceContext:
+    """Record a span for a move of a saga that no message caused; return its context.
+
+    ``saga`` is the context stored with the saga when it started: the span is its
+    child, so what the move emits (carrying the returned context) joins the
+    order's trace. ``link`` (an operator's HTTP request, a trace of its own) is
+    linked to it. Without a stored context (a saga begun while tracing was
+    off), the move starts a trace.
+    """
+    links: list[Link] = []
+    linked = _extract(link)
+    if linked is not None:
+        links.append(Link(trace.get_current_span(linked).get_span_context()))
+    attributes: dict[str, Any] = {
+        "saga.order_id": order_id,
+        "saga.module": module,
+        "saga.step": step,
+        "saga.compensation": compensation,
+    }
+    if attempt is not None:
+        attributes["saga.attempt"] = attempt
+    span = _tracer.start_span(
+        move, context=_extract(saga), kind=SpanKind.INTERNAL, attributes=attributes, links=links
+    )
+    span.end()
+    return _inject(span)
 
 
 def failed(span: Span, error: BaseException | None) -> None:

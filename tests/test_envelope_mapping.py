@@ -52,8 +52,9 @@ def envelope(**changes: object) -> Envelope:
     return Envelope(**values)  # type: ignore[arg-type]
 
 
-def test_every_envelope_field_but_the_decoded_message_and_seq_is_a_column() -> None:
-    assert set(ENVELOPE_COLUMNS) == {f.name for f in fields(Envelope)} - {"message", "seq"}
+def test_every_envelope_field_but_the_decoded_message_and_where_it_was_read_is_a_column() -> None:
+    where = {"seq", "partition"}  # its outbox row, its Kafka partition
+    assert set(ENVELOPE_COLUMNS) == {f.name for f in fields(Envelope)} - {"message", *where}
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Telemetry across the five Kafka processes: an order is one trace through every process,
-and each process serves the metrics of its own modules (with the consumer lag)."""
+"""Telemetry across the five Kafka processes: an order is one trace through every process
+(an operator's action included), and each process serves the metrics of its own modules
+(with the consumer lag)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,16 @@ def spans(directory: Path) -> list[dict[str, Any]]:
     ]
 
 
+def producers(spans: list[dict[str, Any]], operation: str) -> dict[str, dict[str, Any]]:
+    """The ``create`` (or ``publish``) span of each message, by message id."""
+    return {
+        attribute(s, "messaging.message.id"): s
+        for s in spans
+        if s["kind"] == "SpanKind.PRODUCER"
+        and attribute(s, "messaging.operation.type") == operation
+    }
+
+
 Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
@@ -107,6 +118,23 @@ async def test_an_order_is_one_trace_across_the_five_kafka_processes(
 
         await wait_for(every_message_processed, deadline=30, what="every span exported")
 
+        # An operator's abort (of a saga already finished: a no-op) joins its trace too.
+        aborted = await client.post(f"{cluster.url('checkout')}/sagas/{order_id}/abort")
+        assert aborted.status_code == 202, aborted.text
+        abort_id = aborted.json()["message_id"]
+
+        def abort_processed() -> bool:
+            return any(
+                attribute(s, "messaging.message.id") == abort_id
+                and attribute(s, "messaging.consumer.group.name") == "tracker"
+                for s in spans(tmp_path)
+            )
+
+        await wait_for(abort_processed, deadline=30, what="the abort handled")
+        timeline[:] = (
+            await client.get(f"{cluster.url('checkout')}/orders/{order_id}/timeline")
+        ).json()
+
         # Each process serves the metrics of its own modules, the consumer lag included
         # (refreshed once a second, once the group has its partitions).
         checkout = ""
@@ -130,22 +158,43 @@ async def test_an_order_is_one_trace_across_the_five_kafka_processes(
     services = {s["resource"]["attributes"]["service.name"] for s in mine}
     assert services == {f"saga-{name}" for name in MODULES}, "spans from every process"
     by_id = {s["context"]["span_id"]: s for s in all_spans}
-    created = {
-        attribute(s, "messaging.message.id"): s for s in mine if s["kind"] == "SpanKind.PRODUCER"
-    }
-    assert set(created) == set(causes)
+    created, published = producers(mine, "create"), producers(mine, "publish")
+    assert set(created) == set(causes) == set(published)
+    (operator,) = [s for s in mine if s["name"] == "operator abort"]
+    assert operator["kind"] == "SpanKind.INTERNAL"
+    partitions: dict[str, set[str]] = {}
     for message_id, cause in causes.items():
         parent = by_id[created[message_id]["parent_id"]]
-        if cause is None:
-            assert parent is request
+        if message_id == abort_id:
+            assert parent is operator
+        elif cause is None:  # the order's first event (or a step sent again by a timer)
+            assert parent is request or parent["kind"] == "SpanKind.INTERNAL"
         else:
             assert attribute(parent, "messaging.message.id") == cause
+        assert published[message_id]["parent_id"] == created[message_id]["context"]["span_id"]
         for span in mine:
             if span["kind"] == "SpanKind.CONSUMER" and (
                 attribute(span, "messaging.message.id") == message_id
             ):
                 assert span["parent_id"] == created[message_id]["context"]["span_id"]
                 assert attribute(span, "messaging.system") == "kafka"
+                partitions.setdefault(attribute(span, "messaging.destination.name"), set()).add(
+                    attribute(span, "messaging.destination.partition.id")
+                )
+    # The order's records are keyed by its id: one partition (of 3) per topic.
+    assert all(len(found) == 1 and found <= {"0", "1", "2"} for found in partitions.values())
+    # The operator's abort is a child of the span that started the saga, in another
+    # process than the operator's request, which is linked to it.
+    started = by_id[operator["parent_id"]]
+    assert attribute(started, "saga.message_type") == "order.OrderCreated"
+    assert attribute(started, "messaging.consumer.group.name") in ("checkout", "tracker")
+    (abort_request,) = [
+        s for s in all_spans if s["kind"] == "SpanKind.SERVER" and s["name"].endswith("/abort")
+    ]
+    assert abort_request["context"]["trace_id"] != trace_id
+    assert [link["context"]["span_id"] for link in operator["links"]] == [
+        abort_request["context"]["span_id"]
+    ]
 
     at_checkout, at_payment = samples(checkout), samples(payment)
     assert any(v >= 1 for _, v in at_checkout["saga_started_total"])

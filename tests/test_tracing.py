@@ -1,11 +1,15 @@
-"""OpenTelemetry traces in one process: one trace per order, parents follow causation."""
+"""OpenTelemetry traces in one process: one trace per order, parents follow causation,
+through timers, the watchdog and operators too."""
 
 from __future__ import annotations
 
 import io
 import json
 import logging
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +17,22 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from bus.memory import InMemoryTransport
+from bus.sqlite import Database
+from checkout.db import TRACE_COLUMNS, CheckoutBase
 from main import Settings, configure_tracing, create_app
 from telemetry import logs, tracing
-from tests.support import admin_client, final_order, order_body, place, query, seed, wait_for
+from tests.support import (
+    admin_client,
+    final_order,
+    order_body,
+    place,
+    query,
+    quiescent,
+    seed,
+    wait_for,
+)
+from tests.transports import LosingTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -31,6 +48,25 @@ def attribute(span: ReadableSpan, name: str) -> Any:
     return (span.attributes or {}).get(name)
 
 
+def producer_spans(spans: list[ReadableSpan], operation: str) -> dict[str, ReadableSpan]:
+    """The ``create`` (or ``publish``) span of each message, by message id."""
+    return {
+        attribute(s, "messaging.message.id"): s
+        for s in spans
+        if s.kind is SpanKind.PRODUCER and attribute(s, "messaging.operation.type") == operation
+    }
+
+
+def check_published(spans: list[ReadableSpan], created: dict[str, ReadableSpan]) -> None:
+    """The relay's ``publish`` span of each message is a child of its ``create`` span."""
+    published = producer_spans(spans, "publish")
+    assert set(published) == set(created)
+    for message_id, span in published.items():
+        assert span.parent is not None
+        assert span.parent.span_id == created[message_id].context.span_id
+        assert span.name == created[message_id].name.replace("create", "publish", 1)
+
+
 def check_one_trace_per_order(
     spans: list[ReadableSpan], order_id: str, causes: dict[str, str | None]
 ) -> None:
@@ -44,9 +80,10 @@ def check_one_trace_per_order(
     mine = [s for s in spans if attribute(s, "saga.order_id") == order_id]
     assert {s.context.trace_id for s in mine if s.context is not None} == {trace_id}
     by_id = {s.context.span_id: s for s in spans if s.context is not None}
-    created = {attribute(s, "messaging.message.id"): s for s in mine if s.kind is SpanKind.PRODUCER}
-    # Every saga message of the order was created in the trace, and handled in it.
+    created = producer_spans(mine, "create")
+    # Every saga message of the order was created in the trace, published and handled in it.
     assert set(created) == set(causes)
+    check_published(mine, created)
     for message_id, cause in causes.items():
         create = created[message_id]
         assert create.parent is not None
@@ -161,3 +198,204 @@ async def test_with_tracing_off_no_span_is_created_and_no_trace_context_is_store
     assert query(
         data_dir, "order", "SELECT count(*) FROM outbox WHERE traceparent IS NOT NULL"
     ) == [(0,)]
+    for table in ("sagas", "tracked_sagas"):
+        assert query(
+            data_dir, "checkout", f"SELECT count(*) FROM {table} WHERE traceparent IS NOT NULL"
+        ) == [(0,)]
+
+
+# What carries the payment step to the payment module, lost on the way in these tests.
+PAYMENT_TRIGGER = {"orchestration": "payment.ProcessPayment", "choreography": "order.OrderCreated"}
+# The span that started the saga, whose trace its timers and operators go on in: the
+# orchestrator's handling of the order's first event, or the tracker's in choreography.
+SAGA_STARTED_BY = {"orchestration": "checkout", "choreography": "tracker"}
+
+
+def check_moves_stay_in_the_order_trace(
+    spans: list[ReadableSpan], order_id: str, causes: dict[str, str | None], saga_mode: str
+) -> list[ReadableSpan]:
+    """Every span of the order descends from the request that placed it; a move nothing
+    in the trace caused (a timer, the watchdog, an operator) is a child of the span that
+    started the saga, and what it emits a child of the move. Returns the moves."""
+    (request,) = [
+        s for s in spans if s.kind is SpanKind.SERVER and s.name.startswith("POST /orders")
+    ]
+    assert request.context is not None
+    mine = [s for s in spans if attribute(s, "saga.order_id") == order_id]
+    assert {s.context.trace_id for s in mine if s.context is not None} == {request.context.trace_id}
+    by_id = {s.context.span_id: s for s in spans if s.context is not None}
+    for span in mine:
+        ancestor = span
+        while ancestor is not request:
+            assert ancestor.parent is not None, f"{ancestor.name} starts a trace of its own"
+            ancestor = by_id[ancestor.parent.span_id]
+    moves = [s for s in mine if s.kind is SpanKind.INTERNAL]
+    for move in moves:
+        assert move.parent is not None
+        started = by_id[move.parent.span_id]
+        assert started.kind is SpanKind.CONSUMER
+        assert attribute(started, "messaging.consumer.group.name") == SAGA_STARTED_BY[saga_mode]
+        assert attribute(started, "saga.message_type") == "order.OrderCreated"
+        assert attribute(move, "saga.module") == "checkout"
+    created = producer_spans(mine, "create")
+    assert set(created) == set(causes)
+    check_published(mine, created)
+    for message_id, cause in causes.items():
+        parent_id = created[message_id].parent
+        assert parent_id is not None
+        parent = by_id[parent_id.span_id]
+        if cause is not None:
+            assert parent.kind is SpanKind.CONSUMER
+            assert attribute(parent, "messaging.message.id") == cause
+        else:  # the order's first event, or what a timer or an operator sent
+            assert parent is request or parent in moves
+    return moves
+
+
+def emitted_by(spans: list[ReadableSpan], move: ReadableSpan) -> set[str]:
+    """The types of the messages a move emitted."""
+    return {
+        attribute(s, "saga.message_type")
+        for s in spans
+        if s.kind is SpanKind.PRODUCER
+        and s.parent is not None
+        and move.context is not None
+        and s.parent.span_id == move.context.span_id
+    }
+
+
+def timeline_causes(data_dir: Path, order_id: str) -> dict[str, str | None]:
+    return dict(
+        query(
+            data_dir,
+            "checkout",
+            "SELECT message_id, causation_id FROM timeline WHERE saga_id = ?",
+            (order_id,),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("timeouts", "move", "reason"),
+    [
+        ("step=0.2,attempts=2", "saga step timeout", "payment timed out after 2 attempts"),
+        ("step=30,attempts=5,saga=0.3", "saga deadline", "saga deadline exceeded"),
+    ],
+)
+async def test_what_a_timer_sends_stays_in_the_order_trace(
+    data_dir, saga_mode, exporter, timeouts, move, reason
+):
+    transport = LosingTransport(InMemoryTransport(), {PAYMENT_TRIGGER[saga_mode]: -1})
+    settings = Settings(data_dir=data_dir, saga=saga_mode, timeouts=timeouts)
+    configure_tracing(settings, exporter=exporter)
+    async with admin_client(create_app(settings, transport=transport)) as client:
+        await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
+        exporter.clear()
+        order_id = await place(client, order_body("ada", {"mug": 1}))
+        order = await final_order(client, order_id)
+        await wait_for(lambda: quiescent(data_dir), what="every message delivered")
+    assert (order["status"], order["reason"]) == ("CANCELLED", reason)
+
+    spans = list(exporter.get_finished_spans())
+    moves = check_moves_stay_in_the_order_trace(
+        spans, order_id, timeline_causes(data_dir, order_id), saga_mode
+    )
+    fired = [m for m in moves if m.name == move]
+    assert fired, f"no {move!r} span"
+    assert {m.name for m in moves} <= {"saga step timeout", "saga deadline"}
+    assert all(attribute(m, "saga.step") == "payment" for m in fired)
+    assert all(attribute(m, "saga.attempt") >= 1 for m in fired)
+    # The timers resent the step or aborted the saga; what followed is in the trace.
+    assert any(emitted_by(spans, m) for m in fired)
+    compensations = {
+        attribute(s, "saga.message_type")
+        for s in spans
+        if attribute(s, "saga.order_id") == order_id and attribute(s, "saga.compensation")
+    }
+    assert "order.OrderCancelled" in compensations
+
+
+async def test_an_operator_retry_and_abort_stay_in_the_order_trace_and_link_the_request(
+    data_dir, saga_mode, exporter
+):
+    transport = LosingTransport(InMemoryTransport(), {PAYMENT_TRIGGER[saga_mode]: -1})
+    settings = Settings(data_dir=data_dir, saga=saga_mode, timeouts="step=60")
+    configure_tracing(settings, exporter=exporter)
+    async with admin_client(create_app(settings, transport=transport)) as client:
+        await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
+        exporter.clear()
+        order_id = await place(client, order_body("ada", {"mug": 1}))
+        await wait_for(lambda: len(transport.lost) == 1, what="the payment step sent once")
+        retried = await client.post(f"/sagas/{order_id}/retry")
+        await wait_for(lambda: len(transport.lost) == 2, what="the payment step sent again")
+        aborted = await client.post(f"/sagas/{order_id}/abort", json={"reason": "on the phone"})
+        order = await final_order(client, order_id)
+        await wait_for(lambda: quiescent(data_dir), what="every message delivered")
+    assert (retried.status_code, aborted.status_code) == (202, 202)
+    assert (order["status"], order["reason"]) == ("CANCELLED", "on the phone")
+
+    spans = list(exporter.get_finished_spans())
+    moves = check_moves_stay_in_the_order_trace(
+        spans, order_id, timeline_causes(data_dir, order_id), saga_mode
+    )
+    by_name = {m.name: m for m in moves}
+    assert set(by_name) == {"operator retry", "operator abort"}
+    assert emitted_by(spans, by_name["operator retry"]) == {"checkout.RetrySaga"}
+    assert emitted_by(spans, by_name["operator abort"]) == {"checkout.AbortSaga"}
+    assert attribute(by_name["operator abort"], "saga.compensation") is True
+    assert attribute(by_name["operator retry"], "saga.compensation") is False
+    for action in ("retry", "abort"):
+        move = by_name[f"operator {action}"]
+        (request,) = [s for s in spans if s.kind is SpanKind.SERVER and s.name.endswith(action)]
+        assert request.context is not None
+        assert move.context is not None
+        # The operator's request is a trace of its own, linked from the move.
+        assert request.context.trace_id != move.context.trace_id
+        assert [link.context.span_id for link in move.links] == [request.context.span_id]
+
+
+async def test_with_tracing_on_the_saga_rows_keep_the_context_that_started_them(
+    data_dir, saga_mode, exporter
+):
+    settings = Settings(data_dir=data_dir, saga=saga_mode)
+    configure_tracing(settings, exporter=exporter)
+    async with admin_client(create_app(settings)) as client:
+        await seed(client, {"mug": (1000, 5)}, {"ada": 10_000})
+        order_id = await place(client, order_body("ada", {"mug": 1}))
+        await final_order(client, order_id)
+        await wait_for(lambda: quiescent(data_dir), what="every message delivered")
+    started = {
+        format(s.context.span_id, "016x")
+        for s in exporter.get_finished_spans()
+        if s.kind is SpanKind.CONSUMER
+        and s.context is not None
+        and attribute(s, "saga.order_id") == order_id
+        and attribute(s, "saga.message_type") == "order.OrderCreated"
+    }
+    tables = ["tracked_sagas", "sagas"] if saga_mode == "orchestration" else ["tracked_sagas"]
+    for table in tables:
+        ((traceparent,),) = query(
+            data_dir, "checkout", f"SELECT traceparent FROM {table} WHERE saga_id = ?", (order_id,)
+        )
+        assert traceparent.split("-")[2] in started
+
+
+async def test_a_checkout_database_from_before_the_saga_trace_context_gets_its_columns(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "checkout.sqlite3"
+    async with Database(path, "checkout", CheckoutBase.metadata):
+        pass
+    with closing(sqlite3.connect(path)) as conn:
+        for table in ("sagas", "tracked_sagas"):
+            for column in TRACE_COLUMNS.split(", "):
+                conn.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        conn.commit()
+
+    async with Database(path, "checkout", CheckoutBase.metadata):
+        pass
+
+    with closing(sqlite3.connect(path)) as conn:
+        for table in ("sagas", "tracked_sagas"):
+            have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            assert {"traceparent", "tracestate"} <= have
