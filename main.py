@@ -252,6 +252,12 @@ class Settings:
     )
     access_log: bool = _option(False, "log every HTTP request (uvicorn's access log)",
                                action="store_true")  # fmt: skip
+    metrics: bool = _option(
+        True,
+        "count and time sagas, steps, messages and commits for GET /metrics (--no-metrics:"
+        " only the gauges read from the databases at scrape time)",
+        action=argparse.BooleanOptionalAction,
+    )
     tracing: bool = _option(
         False,
         "export OpenTelemetry spans (OTLP, configured by the standard OTEL_* variables);"
@@ -404,7 +410,7 @@ def build_system(
         **{p.name: p.messages for p in flow.participants},
     }  # fmt: skip
     definitions.validate(contracts)
-    metrics.configure(style=settings.saga)
+    metrics.configure(style=settings.saga, enabled=settings.metrics)
     tracing.name_steps(
         {
             m.TYPE: step.name

@@ -27,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "ENABLED",
     "REGISTRY",
     "DatabaseCollector",
     "committed",
@@ -109,10 +110,16 @@ _children: dict[tuple[object, ...], Any] = {}
 _stuck_seen: set[str] = set()
 
 
-def configure(*, style: str) -> None:
-    """The saga style this process runs (the ``style`` label)."""
-    global _style
+ENABLED = True
+"""Whether the hot-path hooks count (``--no-metrics`` turns them off; the gauges
+read from the databases at scrape time stay)."""
+
+
+def configure(*, style: str, enabled: bool = True) -> None:
+    """The saga style this process runs (the ``style`` label); whether to count."""
+    global ENABLED, _style
     _style = style
+    ENABLED = enabled
     for counter in _saga_counters.values():
         _child(counter, style)  # present at 0 from the start, for rate() and alerts
 
@@ -130,22 +137,30 @@ def _child(metric: Any, *labels: str) -> Any:
 
 def committed(database: str, jobs: int, seconds: float) -> None:
     """One group commit of ``jobs`` transactions that took ``seconds``."""
+    if not ENABLED:
+        return
     _child(_batch_size, database).observe(jobs)
     _child(_commit_seconds, database).observe(seconds)
 
 
 def relayed(module: str, latencies: Iterable[float]) -> None:
     """Outbox rows the transport now holds, each with its publish latency."""
+    if not ENABLED:
+        return
     histogram = _child(_relay_seconds, module)
     for seconds in latencies:
         histogram.observe(seconds)
 
 
 def duplicate_dropped(consumer: str) -> None:
+    if not ENABLED:
+        return
     _child(_duplicates, consumer).inc()
 
 
 def handler_failed(consumer: str) -> None:
+    if not ENABLED:
+        return
     _child(_handler_errors, consumer).inc()
 
 
@@ -161,6 +176,8 @@ def saga_transition(
     ``failed`` (the saga turns to compensating), ``compensated`` (an undo
     finished) or ``parked``.
     """
+    if not ENABLED:
+        return
     if before is None:
         _child(_saga_counters["started"], _style).inc()
     else:
@@ -192,11 +209,15 @@ def saga_transition(
 def saga_parked() -> None:
     """A saga parked. The tracker sees it in orchestration; in choreography the watchdog
     parks the tracker's own row, so it calls this itself."""
+    if not ENABLED:
+        return
     _child(_saga_counters["parked"], _style).inc()
 
 
 def saga_stuck(saga_id: str) -> None:
     """A saga was found stuck; counted once per saga (per process)."""
+    if not ENABLED:
+        return
     if saga_id in _stuck_seen:
         return
     if len(_stuck_seen) > 100_000:

@@ -6,6 +6,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from main import create_app, parse_args
+from telemetry import metrics
 from tests.support import admin_client, final_order, order_body, place, quiescent, seed, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -182,3 +184,26 @@ async def test_a_parked_saga_counts_as_parked_and_shows_in_flight_as_parked(data
     parked = value(after, "saga_parked_total", style=saga_mode)
     assert parked - value(before, "saga_parked_total", style=saga_mode) == 1
     assert value(after, "saga_in_flight", status="RUNNING") == 0
+
+
+async def test_no_metrics_stops_the_counters_and_keeps_the_gauges(data_dir, saga_mode):
+    settings = parse_args(["--no-metrics", "--data-dir", str(data_dir), "--saga", saga_mode])
+    assert settings.metrics is False
+    try:
+        async with admin_client(create_app(settings)) as client:
+            before = await scrape(client)
+            await seed(client, {"mug": (1000, 10)}, {"ada": 10_000})
+            order_id = await place(client, order_body("ada", {"mug": 1}))
+            assert (await final_order(client, order_id))["status"] == "COMPLETED"
+            await wait_for(lambda: quiescent(data_dir), what="outboxes drained")
+            after = await scrape(client)
+    finally:
+        metrics.configure(style=saga_mode, enabled=True)  # the other tests count
+    for name in ("saga_started_total", "saga_completed_total"):
+        assert value(after, name, style=saga_mode) == value(before, name, style=saga_mode)
+    assert total(after, "sqlite_commit_seconds_count") == total(
+        before, "sqlite_commit_seconds_count"
+    )
+    # Read from the databases at scrape time, whatever the switch.
+    assert ("saga_in_flight", (("status", "RUNNING"),)) in after
+    assert value(after, "bus_outbox_backlog", module="payment") == 0
