@@ -59,9 +59,15 @@ _ACTIVE = "('RUNNING', 'COMPENSATING')"
 _MOVES = {StepTimedOut: "saga step timeout", DeadlineExceeded: "saga deadline"}
 
 
-def command_id(saga_id: str, step: str, direction: str, attempt: int) -> str:
-    """The same command for the same attempt always gets the same id (deduplicated downstream)."""
-    return uuid.uuid5(_NAMESPACE, f"{saga_id}:{step}:{direction}:{attempt}").hex
+def command_id(saga_id: str, step: str, direction: str, attempt: int, started: float = 0.0) -> str:
+    """The same command for the same attempt always gets the same id (deduplicated downstream).
+
+    The first 12 hex digits are when the saga began (``started``, in ms, as in
+    ``bus.messages.new_id``), the rest a name-based digest: a saga's commands
+    sort by its start, so the participants' inboxes grow at their right edge.
+    """
+    digest = uuid.uuid5(_NAMESPACE, f"{saga_id}:{step}:{direction}:{attempt}").hex
+    return f"{int(started * 1000) & 0xFFFFFFFFFFFF:012x}{digest[12:]}"
 
 
 class Orchestrator:
@@ -89,7 +95,7 @@ class Orchestrator:
     def on_message(self, tx: Tx, message: Message) -> None:
         """Advance the message's saga by one decision (start it on the first step's event)."""
         row = tx.one(
-            "SELECT state, version, definition_version FROM sagas WHERE saga_id = ?",
+            "SELECT state, version, definition_version, created_at FROM sagas WHERE saga_id = ?",
             (message.key,),
         )
         if self.start_type == message.TYPE:
@@ -108,17 +114,18 @@ class Orchestrator:
             event = Resolve(message.note)
         else:
             event = Reply(message)
-        self._advance(tx, _decode_state(row[0]), row[1], self.definitions.version(row[2]), event)
+        definition = self.definitions.version(row[2])
+        self._advance(tx, _decode_state(row[0]), row[1], definition, event, started=row[3])
 
     def fire_due(self, tx: Tx, limit: int = 256) -> float | None:
         """Fire every due timer; return when the next one is due (None if none is pending)."""
         rows = tx.execute(
-            "SELECT state, version, definition_version, deadline, expires_at,"  # noqa: S608
+            "SELECT state, version, definition_version, deadline, expires_at, created_at,"  # noqa: S608
             f" {TRACE_COLUMNS} FROM sagas WHERE status IN {_ACTIVE}"
             " AND (deadline <= ? OR expires_at <= ?) ORDER BY deadline LIMIT ?",
             (tx.now, tx.now, limit),
         ).fetchall()
-        for blob, version, definition_version, deadline, expires_at, *trace in rows:
+        for blob, version, definition_version, deadline, expires_at, started, *trace in rows:
             state = _decode_state(blob)
             definition = self.definitions.version(definition_version)
             event: DeadlineExceeded | StepTimedOut
@@ -138,7 +145,7 @@ class Orchestrator:
                     module="checkout", step=state.step, attempt=state.attempt,
                     compensation=state.status is SagaStatus.COMPENSATING,
                 )  # fmt: skip
-            self._advance(tx, state, version, definition, event)
+            self._advance(tx, state, version, definition, event, started=started)
         if len(rows) == limit:
             return tx.now
         row = tx.one(f"SELECT min(min(deadline, expires_at)) FROM sagas WHERE status IN {_ACTIVE}")  # noqa: S608
@@ -154,11 +161,18 @@ class Orchestrator:
     # -- the shell ---------------------------------------------------------------
 
     def _advance(
-        self, tx: Tx, state: SagaState, version: int, definition: SagaDefinition, event: Input
+        self,
+        tx: Tx,
+        state: SagaState,
+        version: int,
+        definition: SagaDefinition,
+        event: Input,
+        *,
+        started: float,
     ) -> None:
         transition = decide(definition, state, event)
         if transition is not None:
-            self._save(tx, definition, transition, version=version)
+            self._save(tx, definition, transition, version=version, started=started)
             _announce(tx, state, transition.state, event)
         elif isinstance(event, DeadlineExceeded | StepTimedOut):
             # Nothing to do now: look again at the next step deadline.
@@ -189,10 +203,16 @@ class Orchestrator:
                 1, definition.version, tx.now, tx.now, *tx.trace,
             ),
         )  # fmt: skip
-        _send(tx, transition)
+        _send(tx, transition, tx.now)
 
     def _save(
-        self, tx: Tx, definition: SagaDefinition, transition: Transition, *, version: int
+        self,
+        tx: Tx,
+        definition: SagaDefinition,
+        transition: Transition,
+        *,
+        version: int,
+        started: float,
     ) -> None:
         """Store the new state (if nobody else changed it) and its commands; re-arm the timer."""
         state = transition.state
@@ -206,7 +226,7 @@ class Orchestrator:
         ).rowcount  # fmt: skip
         if updated != 1:
             raise RuntimeError(f"saga {state.saga_id} changed concurrently")
-        _send(tx, transition)
+        _send(tx, transition, started)
 
 
 def _announce(tx: Tx, before: SagaState, after: SagaState, event: Input) -> None:
@@ -226,7 +246,8 @@ def _announce(tx: Tx, before: SagaState, after: SagaState, event: Input) -> None
         tx.emit(SagaResolved(order_id=saga_id, step=before.step, note=event.note, ended=ended))
 
 
-def _send(tx: Tx, transition: Transition) -> None:
+def _send(tx: Tx, transition: Transition, started: float) -> None:
+    saga_id = transition.state.saga_id
     for out in transition.commands:
-        message_id = command_id(transition.state.saga_id, out.step, out.direction, out.attempt)
+        message_id = command_id(saga_id, out.step, out.direction, out.attempt, started)
         tx.emit(out.command, message_id=message_id)
