@@ -335,7 +335,9 @@ class Definitions:
         return tuple(d.version for d in self.all)
 
     def get(self, version: int) -> SagaDefinition | None:
-        return next((d for d in self.all if d.version == version), None)
+        if version == self.current.version:  # nearly every saga in flight
+            return self.current
+        return next((d for d in self.older if d.version == version), None)
 
     def version(self, version: int) -> SagaDefinition:
         definition = self.get(version)
