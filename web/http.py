@@ -24,6 +24,8 @@ from litestar.params import (
 )
 from litestar.typing import FieldDefinition
 
+from web.limits import MAX_WAIT
+
 __all__ = [
     "MAX_JSON_DEPTH",
     "Problem",
@@ -32,11 +34,24 @@ __all__ = [
     "edge_checks",
     "json_depth",
     "options_routes",
+    "prefer_wait",
     "problems",
     "strict_body",
 ]
 
 T = TypeVar("T")
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d{1,6})(?:$|[,;\s])", re.IGNORECASE)
+
+
+def prefer_wait(header: str | None) -> int:
+    """The ``wait`` preference of a ``Prefer`` header (RFC 7240), at most ``MAX_WAIT``; 0 if none.
+
+    Other preferences, and a malformed header, are ignored, as the RFC asks.
+    """
+    match = _PREFER_WAIT.search(header) if header else None
+    return min(int(match.group(1)), MAX_WAIT) if match else 0
+
 
 # Our deepest body is an order (3 levels); anything far deeper is an attack on the
 # decoder (a deep enough one overflows its recursion limit: a 500 otherwise).

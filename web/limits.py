@@ -23,12 +23,14 @@ __all__ = [
     "MAX_CENTS",
     "MAX_LINES",
     "MAX_QUANTITY",
+    "MAX_WAIT",
     "TEXT_PATTERN",
     "Cents",
     "Country",
     "Id",
     "IdPath",
     "IdempotencyKey",
+    "Prefer",
     "Quantity",
     "Text",
 ]
@@ -88,6 +90,18 @@ else:
         Literal[tuple(COUNTRY_CODES)],
         msgspec.Meta(description="ISO 3166-1 alpha-2 country code"),
     ]
+
+MAX_WAIT = 60
+"""The longest an HTTP request may be held for an order to end, in seconds."""
+Prefer = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Prefer",
+        max_length=256,
+        description=f"RFC 7240; 'wait=N' holds the response up to N (<= {MAX_WAIT}) seconds"
+        " until the order is COMPLETED or CANCELLED",
+    ),
+]
 
 IdPath = Annotated[
     str,

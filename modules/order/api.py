@@ -30,8 +30,19 @@ from modules.order.domain import (
 )
 from modules.order.handlers import cancel_by_customer, place_order
 from web.auth import PUBLIC
-from web.http import problems, strict_body
-from web.limits import MAX_LINES, Cents, Country, Id, IdempotencyKey, IdPath, Quantity, Text
+from web.http import prefer_wait, problems, strict_body
+from web.limits import (
+    MAX_LINES,
+    MAX_WAIT,
+    Cents,
+    Country,
+    Id,
+    IdempotencyKey,
+    IdPath,
+    Prefer,
+    Quantity,
+    Text,
+)
 
 __all__ = ["OrderAccepted", "OrderView", "PlaceOrderRequest", "TerminalWaiters", "order_routes"]
 
@@ -62,6 +73,8 @@ class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
 class OrderAccepted(msgspec.Struct):
     order_id: str
     status: str
+    # Why it was cancelled, when the answer waited for the end (``Prefer: wait``).
+    reason: str | None = None
 
 
 class OrderItemView(msgspec.Struct):
@@ -140,8 +153,14 @@ def order_routes(
         data: JSONBody[PlaceOrderRequest],
         request: Request[Any, Any, Any],
         idempotency_key: IdempotencyKey = None,
+        prefer: Prefer = None,
     ) -> Response[OrderAccepted]:
-        """Accept an order; the checkout saga then runs in the background."""
+        """Accept an order; the checkout saga then runs in the background.
+
+        With ``Prefer: wait=N`` the answer waits up to N seconds for the order to
+        end, and carries its status then (one request instead of a POST and a
+        long-polling GET; still 202, ``status`` PENDING if it has not ended).
+        """
         data = await strict_body(request, PlaceOrderRequest)
         fingerprint = hashlib.sha256(msgspec.json.encode(data)).hexdigest()
         new = NewOrder(
@@ -166,10 +185,16 @@ def order_routes(
             raise ClientException(
                 str(exc), status_code=422, extra={"idempotency_key": exc.key}
             ) from exc
+        headers = {"Location": f"/orders/{order_id}"}
+        accepted = OrderAccepted(order_id=order_id, status=status)
+        wait = prefer_wait(prefer)
+        if wait:
+            headers["Preference-Applied"] = f"wait={wait}"
+            accepted.status, accepted.reason = await _status_within(db, waiters, order_id, wait)
         return Response(
-            OrderAccepted(order_id=order_id, status=status),
+            accepted,
             status_code=202,
-            headers={"Location": f"/orders/{order_id}"},
+            headers=headers,
         )
 
     @get("/orders/{order_id:str}", operation_id="getOrder", tags=["orders"], opt=PUBLIC,
@@ -178,7 +203,7 @@ def order_routes(
         order_id: IdPath,
         wait: Annotated[
             float,
-            QueryParameter(ge=0, le=60, description="Seconds to wait for a terminal status"),
+            QueryParameter(ge=0, le=MAX_WAIT, description="Seconds to wait for a terminal status"),
         ] = 0,
     ) -> OrderView:
         """Read an order; with ``wait``, hold the request until it is COMPLETED or CANCELLED."""
@@ -225,11 +250,36 @@ def order_routes(
     return [place, read, cancel]
 
 
+# What a reader is told of why an order is not (yet) complete.
+_REASON = "coalesce(reason, 'cancellation pending: ' || cancel_reason)"
+
+
+async def _status_within(
+    db: Database, waiters: TerminalWaiters, order_id: str, wait: float
+) -> tuple[str, str | None]:
+    """The order's status and reason once it ends, or after ``wait`` seconds."""
+    with waiters.watching(order_id) as ended:
+        # Watching before the first read: an end committed in between still wakes us.
+        status, reason = db.read_now(partial(_status, order_id))
+        if status == OrderStatus.PENDING:
+            with anyio.move_on_after(wait):
+                await ended.wait()
+            status, reason = db.read_now(partial(_status, order_id))
+    return status, reason
+
+
+def _status(order_id: str, conn: sqlite3.Connection) -> tuple[str, str | None]:
+    row: tuple[str, str | None] = conn.execute(
+        f"SELECT status, {_REASON} FROM orders WHERE order_id = ?",  # noqa: S608 - constant
+        (order_id,),
+    ).fetchone()
+    return row
+
+
 def _view(order_id: str, conn: sqlite3.Connection) -> OrderView | None:
     row = conn.execute(
-        "SELECT status, coalesce(reason, 'cancellation pending: ' || cancel_reason),"
-        " total_cents, customer_id, shipping_address, created_at, updated_at"
-        " FROM orders WHERE order_id = ?",
+        f"SELECT status, {_REASON}, total_cents, customer_id, shipping_address,"  # noqa: S608
+        " created_at, updated_at FROM orders WHERE order_id = ?",
         (order_id,),
     ).fetchone()
     if row is None:
