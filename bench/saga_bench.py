@@ -5,8 +5,10 @@
     python -m bench.saga_bench --url http://127.0.0.1:8000          # a running app
 
 It seeds a catalog and customers through the API, then C concurrent clients
-each place an order (``POST /orders``), wait for its terminal status with the
-long poll (``GET /orders/{id}?wait=30``) and go on with the next order. A
+each place an order and wait for its terminal status, then go on with the next
+order: by default in one request (``POST /orders`` with ``Prefer: wait=30``,
+which answers once the order has ended), with ``--poll`` in two (the POST, then
+the long poll ``GET /orders/{id}?wait=30``, as before that header existed). A
 deterministic fraction of the orders ship to a country that is not served, so
 their saga compensates (stock released, payment refunded, order cancelled);
 ``--fail-mode mixed`` rotates payment, stock and shipping failures instead.
@@ -57,6 +59,7 @@ BALANCE = 10**12
 WAIT_S = 30
 ORDER_TIMEOUT_S = 120.0
 JSON_HEADERS = {"content-type": "application/json"}
+WAITING_HEADERS = {**JSON_HEADERS, "prefer": f"wait={WAIT_S}"}
 REASONS = {
     "shipping": "shipping failed: country_not_served",
     "payment": "payment failed: insufficient_funds",
@@ -238,14 +241,18 @@ async def seed(
     )
 
 
-async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, phase: Phase) -> None:
+async def one_saga(
+    client: httpx.AsyncClient, workload: Workload, index: int, phase: Phase, *, poll: bool
+) -> None:
     start = time.perf_counter()
     phase.first_start = min(phase.first_start, start)
-    body = json.dumps(workload.order(index)).encode()
+    payload = json.dumps(workload.order(index)).encode()
     phase.requests += 1
     while True:
         try:
-            response = await client.post("/orders", content=body, headers=JSON_HEADERS)
+            response = await client.post(
+                "/orders", content=payload, headers=JSON_HEADERS if poll else WAITING_HEADERS
+            )
         except httpx.TransportError as exc:
             raise RuntimeError(f"POST /orders: {exc!r}") from exc
         # Across processes the order module learns of the catalog a moment after
@@ -255,8 +262,9 @@ async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, ph
         await asyncio.sleep(0.05)
     if response.status_code != 202:
         raise RuntimeError(f"POST /orders: {response.status_code} {response.text[:200]}")
-    order_id = response.json()["order_id"]
-    while True:
+    body = response.json()
+    order_id = body["order_id"]
+    while body["status"] == "PENDING":
         phase.requests += 1
         try:
             response = await client.get(f"/orders/{order_id}?wait={WAIT_S}")
@@ -265,9 +273,7 @@ async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, ph
         if response.status_code != 200:
             raise RuntimeError(f"GET /orders/{order_id}: {response.status_code}")
         body = response.json()
-        if body["status"] != "PENDING":
-            break
-        if time.perf_counter() - start > ORDER_TIMEOUT_S:
+        if body["status"] == "PENDING" and time.perf_counter() - start > ORDER_TIMEOUT_S:
             raise RuntimeError(f"order {order_id} still PENDING after {ORDER_TIMEOUT_S} s")
     end = time.perf_counter()
     phase.last_end = max(phase.last_end, end)
@@ -285,7 +291,13 @@ async def one_saga(client: httpx.AsyncClient, workload: Workload, index: int, ph
 
 
 async def drive(
-    clients: list[httpx.AsyncClient], workload: Workload, first: int, count: int, concurrency: int
+    clients: list[httpx.AsyncClient],
+    workload: Workload,
+    first: int,
+    count: int,
+    concurrency: int,
+    *,
+    poll: bool = False,
 ) -> Phase:
     phase = Phase()
     next_index = first
@@ -298,7 +310,7 @@ async def drive(
             index = next_index
             next_index += 1
             try:
-                await one_saga(client, workload, index, phase)
+                await one_saga(client, workload, index, phase, poll=poll)
             except Exception as exc:  # noqa: BLE001 - counted and reported
                 phase.errors.append(f"{type(exc).__name__}: {exc}")
             done = len(phase.latencies_ms) + len(phase.errors)
@@ -472,7 +484,9 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             await seed(clients[0], workload, urls)
             if args.warmup:
                 log(f"warm-up: {args.warmup} sagas")
-                warm = await drive(clients, workload, 0, args.warmup, args.concurrency)
+                warm = await drive(
+                    clients, workload, 0, args.warmup, args.concurrency, poll=args.poll
+                )
                 if warm.errors:
                     log(f"warm-up errors: {warm.errors[:3]}")
             pid = app.pid if app else None
@@ -483,7 +497,9 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
             machine_0 = machine_cpu()
             log(f"measuring: {args.n} sagas, C={args.concurrency}, load {load_before}")
             with RssSampler(pids, args.soak_every) as rss:
-                phase = await drive(clients, workload, args.warmup, args.n, args.concurrency)
+                phase = await drive(
+                    clients, workload, args.warmup, args.n, args.concurrency, poll=args.poll
+                )
             if args.soak:
                 record["soak"] = {**window_rates(phase.first_start, phase.ends), **rss.report()}
             cpu_app_1 = _cpu(pids)
@@ -504,6 +520,7 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 "n": args.n,
                 "concurrency": args.concurrency,
                 "clients": args.clients,
+                "protocol": "poll" if args.poll else "prefer-wait",
                 "warmup": args.warmup,
                 "fail_fraction": args.fail_fraction,
                 "fail_mode": args.fail_mode,
@@ -614,6 +631,8 @@ def child_argv(args: argparse.Namespace) -> list[str]:
     ]
     if args.split:
         argv.append("--split")
+    if args.poll:
+        argv.append("--poll")
     if args.soak:
         argv += ["--soak", "--soak-every", str(args.soak_every)]
     if args.app_args:
@@ -736,6 +755,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="httpx.AsyncClients the workers are spread over (default 1: one shared client;"
         " httpcore's pool scan costs O(connections) per request, so a few smaller pools"
         " cost the client less CPU at high concurrency)",
+    )
+    parser.add_argument(
+        "--poll",
+        action="store_true",
+        help="two requests per order: POST /orders, then GET /orders/{id}?wait=30 (default:"
+        " one, POST /orders with 'Prefer: wait=30')",
     )
     parser.add_argument(
         "--warmup", type=int, default=100, help="unmeasured sagas first (default 100)"
