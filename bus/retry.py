@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from dataclasses import dataclass, field
 
@@ -17,9 +18,15 @@ class _Attempt:
     attempt_number: int
 
 
+@functools.lru_cache(maxsize=64)
+def _wait(base: float, cap: float, jitter: float) -> wait_exponential_jitter:
+    """One tenacity wait per policy (a handful), not one per call on the hot path."""
+    return wait_exponential_jitter(multiplier=base, max=cap, jitter=jitter)
+
+
 def exponential_jitter(attempt: int, *, base: float, cap: float, jitter: float) -> float:
     """``base * 2**(attempt-1)``, at most ``cap``, plus up to ``jitter`` (tenacity's formula)."""
-    wait = wait_exponential_jitter(multiplier=base, max=cap, jitter=jitter)
+    wait = _wait(base, cap, jitter)
     return float(wait(_Attempt(attempt)))  # type: ignore[arg-type]  # a duck-typed retry state
 
 
