@@ -180,9 +180,10 @@ class _Job:
 class _Group:
     __slots__ = ("done", "jobs")
 
-    def __init__(self, jobs: list[_Job]) -> None:
+    def __init__(self, jobs: list[_Job], done: anyio.Event | None = None) -> None:
         self.jobs = jobs
-        self.done = anyio.Event()
+        # Set after the commit, for a caller that waits (none in direct mode or for submit).
+        self.done = done
 
 
 def _owner_only(path: Path) -> None:
@@ -324,14 +325,16 @@ class Database:
         self, calls: Sequence[tuple[Callable[[Tx], Any], Envelope | None]]
     ) -> list[Outcome[Any]]:
         """Run each call in its own savepoint of a shared transaction; never raises for a job."""
-        group = _Group([_Job(fn, cause) for fn, cause in calls])
-        self._queue.append(group)
+        jobs = [_Job(fn, cause) for fn, cause in calls]
         if self.direct:
+            self._queue.append(_Group(jobs))
             self.run_queued()
-            return [job.outcome for job in group.jobs]
+            return [job.outcome for job in jobs]
+        done = anyio.Event()
+        self._queue.append(_Group(jobs, done))
         self._wakeup.set()
-        await group.done.wait()
-        return [job.outcome for job in group.jobs]
+        await done.wait()
+        return [job.outcome for job in jobs]
 
     def run_queued(self) -> None:
         """Direct mode: commit whatever is queued now (``submit``'s jobs ride along)."""
@@ -359,7 +362,8 @@ class Database:
                     envelopes = await self._run_batch_async(batch)
                 finally:
                     for group in batch:
-                        group.done.set()
+                        if group.done is not None:
+                            group.done.set()
                 if envelopes:
                     for hook in self.commit_hooks:
                         hook(envelopes)
