@@ -1,10 +1,9 @@
 """The deterministic simulation: the real system, one seed, one exact run.
 
 Built by ``main.build_system`` with the simulation's transport, on real SQLite
-files (``synchronous=OFF``: a simulated crash is a process crash, never a power
-loss), each ``Database`` in direct mode (a transaction runs inline, no writer
-thread) on a simulated clock. One coroutine, the scheduler, then decides
-every move with one seeded ``random.Random``:
+files (kept cheaply, see ``SIM_PRAGMAS``), each ``Database`` in direct mode (a
+transaction runs inline, no writer thread) on a simulated clock. One coroutine,
+the scheduler, then decides every move with one seeded ``random.Random``:
 
 - which subscription gets which pending envelopes next (order heads only: one
   order's messages keep their order; orders interleave), and whether the
@@ -128,6 +127,34 @@ class SimResult:
         return asdict(self)
 
 
+# How the simulation's files are kept. A simulated crash is a process crash: the
+# connection is closed (its open transaction, if any, rolled back, as SQLite does
+# for a process that dies) and the file reopened; the machine never loses power
+# and no other connection ever reads while a run goes on. So the files need
+# neither a WAL (readers beside a writer; survival of an OS crash) nor any sync:
+# the rollback journal in memory still undoes a failed job's savepoint and an
+# abandoned transaction, and what was committed is in the file when it is reopened.
+# One connection holds the file's lock for good (no locking per transaction).
+SIM_PRAGMAS = ("PRAGMA locking_mode=EXCLUSIVE",)
+
+
+def _simulated_file(db: Database) -> None:
+    """Open ``db`` as production does (its pragmas, its checks), then as the simulation
+    keeps its files: no sync, the journal in memory, the lock held."""
+    db.direct = True
+    db.synchronous = "OFF"
+    db.journal_mode = "MEMORY"
+    open_file = db._open
+
+    def _open() -> None:
+        open_file()
+        assert db._conn is not None
+        for pragma in SIM_PRAGMAS:
+            db._conn.execute(pragma)
+
+    db._open = _open  # type: ignore[method-assign]
+
+
 class _CommitCrashes(CrashPoints):
     """Crash points the scheduler may fire inside a commit of one database."""
 
@@ -182,8 +209,7 @@ class Simulation:
         self.dbs: dict[str, Database] = {}
         for module in self.system.modules:
             db = module.db
-            db.direct = True
-            db.synchronous = "OFF"
+            _simulated_file(db)
             db.clock = self.clock
             db.crash_points = _CommitCrashes(self, module.name)
             self.dbs[module.name] = db
@@ -279,13 +305,10 @@ class Simulation:
             self.unmarked[name] = [(s, c) for s, c in pending if db.commits < c + 2]
             marks = ",".join("?" * len(due))
             sql = f"SELECT seq FROM outbox WHERE dispatched_at IS NULL AND seq IN ({marks})"
-
-            def unmarked(
-                conn: sqlite3.Connection, sql: str = sql, due: list[int] = due
-            ) -> list[Any]:
-                return conn.execute(sql, due).fetchall()
-
-            for (seq,) in db.read_now(unmarked):
+            # Through the writer's connection, which holds the file's lock (between
+            # steps no transaction is open on it: this reads what was committed).
+            assert db._conn is not None
+            for (seq,) in db._conn.execute(sql, due).fetchall():
                 self.violations.append(
                     f"{name}: outbox row {seq} acknowledged by the transport is still"
                     " undispatched two commits later"
@@ -545,6 +568,10 @@ def _empty_databases(root: Path) -> Path:
                 await module.db.__aexit__(None, None, None)
 
         anyio.run(create)
+        for path in template.glob("*.sqlite3"):
+            # Out of WAL once here, so that no run's first open has to leave it.
+            with closing(sqlite3.connect(path)) as conn:
+                conn.execute("PRAGMA journal_mode=DELETE")
         _templates[root] = template
     return template
 
