@@ -61,7 +61,7 @@ from modules.payment.handlers import upsert_account
 from tests.sim.system import TimerJob, retry_job, timer_jobs
 from tests.sim.transport import SimTransport, Subscription
 
-__all__ = ["SimConfig", "SimCrash", "SimResult", "Simulation", "run_simulation"]
+__all__ = ["SimConfig", "SimCrash", "SimResult", "Simulation", "empty_databases", "run_simulation"]
 
 EPOCH = 1_800_000_000.0  # the simulated clock's start (2027)
 PRODUCTS = {"mug": (1_200, 12), "tea": (500, 25), "lamp": (2_500, 4), "rare": (9_900, 1)}
@@ -551,7 +551,7 @@ class Simulation:
 _templates: dict[Path, Path] = {}
 
 
-def _empty_databases(root: Path) -> Path:
+def empty_databases(root: Path) -> Path:
     """Empty module databases (the schema only), made once per root and copied per run:
     creating the schema costs more than a whole simulated run of fifty sagas."""
     template = _templates.get(root)
@@ -577,13 +577,18 @@ def _empty_databases(root: Path) -> Path:
 
 
 def run_simulation(
-    config: SimConfig, data_dir: Path, *, simulation: type[Simulation] = Simulation
+    config: SimConfig,
+    data_dir: Path,
+    *,
+    simulation: type[Simulation] = Simulation,
+    template: Path | None = None,
 ) -> SimResult:
     """Run one seed in a fresh ``data_dir`` (synchronously, on its own event loop).
 
-    ``data_dir``'s parent keeps the empty databases the runs start from.
+    It starts from the empty databases in ``template``, by default made once in
+    ``data_dir``'s parent (see ``empty_databases``).
     """
-    template = _empty_databases(data_dir.parent)
+    template = template or empty_databases(data_dir.parent)
     data_dir.mkdir(parents=True, exist_ok=True)
     for path in template.glob("*.sqlite3"):
         shutil.copyfile(path, data_dir / path.name)
