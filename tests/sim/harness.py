@@ -296,7 +296,8 @@ class Simulation:
         """The relay's contract: what the transport acknowledged is marked dispatched by
         the next commit of its database (the one after the commit under way, if any)."""
         for name, pending in self.unmarked.items():
-            if not pending:
+            # Acknowledged in the order of their database's commits: the first is due first.
+            if not pending or self.dbs[name].commits < pending[0][1] + 2:
                 continue
             db = self.dbs[name]
             due = [seq for seq, commits in pending if db.commits >= commits + 2]
