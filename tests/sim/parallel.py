@@ -3,10 +3,9 @@
 A run depends on nothing but its config (its own event loop, its own files, a
 seeded scheduler), so where it runs changes nothing: one seed is still one exact
 run, and the results come back in the order of the configs, whatever the order
-the workers finish in. Workers start from a fork server that has imported the
-simulation once (so not every worker pays for the imports, and the caller's
-threads, if any, are never forked); every run copies the empty databases the
-parent made.
+the workers finish in. Workers are forked, with what the parent has imported
+(from a fork server when the parent has threads, see ``_context``); every run
+copies the empty databases the parent made.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -56,11 +56,20 @@ def run_many(
     if jobs == 1:
         yield from map(_run, tasks)
         return
+    level = logging.getLogger().getEffectiveLevel()
+    with _context().Pool(jobs, initializer=_quiet_as, initargs=(level,)) as pool:
+        yield from pool.imap(_run, tasks)
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """Fork while this process has one thread: the workers start with its imports for
+    free. With more (a test session's leftovers), a lock another thread holds would
+    stay held in the child: then fork from a server that has imported the simulation."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    level = logging.getLogger().getEffectiveLevel()
-    with context.Pool(jobs, initializer=_quiet_as, initargs=(level,)) as pool:
-        yield from pool.imap(_run, tasks)
+    return context
 
 
 def data_dir_of(root: Path, config: SimConfig) -> Path:
