@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -125,23 +126,23 @@ def test_the_same_seeds_give_the_same_databases_in_another_process(tmp_path: Pat
     assert len(digests) == 1
 
 
+@pytest.mark.parametrize("threaded", [False, True], ids=["forked", "from-a-fork-server"])
 def test_runs_in_worker_processes_are_the_runs_of_one_process(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    threaded: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     summaries = []
-    for jobs in ("1", "2"):
-        argv = [
-            "--seeds",
-            "3",
-            "--orders",
-            "15",
-            "--jobs",
-            jobs,
-            "--data-dir",
-            str(tmp_path / jobs),
-        ]
-        assert sim_main(argv) == 0
-        summaries.append(json.loads(capsys.readouterr()[0].strip().splitlines()[-1]))
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    if threaded:  # the parent has another thread: its workers come from a fork server
+        other.start()
+    try:
+        for jobs in ("1", "2"):
+            argv = ["--seeds", "3", "--orders", "15", "--jobs", jobs,
+                    "--data-dir", str(tmp_path / jobs)]  # fmt: skip
+            assert sim_main(argv) == 0
+            summaries.append(json.loads(capsys.readouterr()[0].strip().splitlines()[-1]))
+    finally:
+        release.set()
     assert [s["jobs"] for s in summaries] == [1, 2]
     assert summaries[0]["digest"] == summaries[1]["digest"]
 
