@@ -229,6 +229,9 @@ class Database:
         # Direct mode (the deterministic simulation, tests/sim): every call runs
         # inline on the caller's thread, no committer task, no thread hop.
         self.direct = False
+        # WAL lets readers run beside the writer; the simulation (one connection,
+        # crashes that are only ever process crashes) sets a cheaper one.
+        self.journal_mode = "WAL"
         self._conn: sqlite3.Connection | None = None
         self._queue: list[_Group] = []
         self._wakeup = anyio.Event()
@@ -283,7 +286,7 @@ class Database:
             finally:
                 engine.dispose()
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA journal_mode={self.journal_mode}")
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         # No busy wait on the event loop: a locked database is waited for in a
         # thread (``_begin_waiting``); once BEGIN IMMEDIATE holds the write

@@ -1,8 +1,9 @@
 """The deterministic simulation (tests/sim): the whole saga under a seeded scheduler.
 
-``SIM_SEEDS`` (default 60) seeds of ``SIM_ORDERS`` (default 50) orders run per saga
-style; ``./dev sim --seeds 200`` runs more from the command line. A failure names
-the seed and the one-line command that repeats the run exactly.
+``SIM_SEEDS`` (default 200) seeds of ``SIM_ORDERS`` (default 50) orders run per saga
+style, on one worker process per core (``SIM_JOBS`` to change it); ``./dev sim
+--seeds 1000`` runs more from the command line. A failure names the seed and the
+one-line command that repeats the run exactly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,12 +20,14 @@ import pytest
 from tests.sim.__main__ import main as sim_main
 from tests.sim.harness import SimConfig, SimResult, run_simulation
 from tests.sim.mutations import MUTATIONS, simulation_for
+from tests.sim.parallel import default_jobs, run_many
 
 ROOT = Path(__file__).resolve().parent.parent
 
 SAGAS = ("orchestration", "choreography")
-SEEDS = int(os.environ.get("SIM_SEEDS", "60"))
+SEEDS = int(os.environ.get("SIM_SEEDS", "200"))
 ORDERS = int(os.environ.get("SIM_ORDERS", "50"))
+JOBS = int(os.environ.get("SIM_JOBS", str(default_jobs())))
 # Each bug put back is caught within this many seeds (of 20 orders), in both styles.
 CATCH_WITHIN = 20
 
@@ -47,6 +51,7 @@ def test_one_seed_gives_one_exact_run(saga: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # about 30 s per style here (2 cores, loaded); room for a slower CI
 @pytest.mark.parametrize("saga", SAGAS)
 def test_every_invariant_holds_and_every_saga_ends_over_many_seeds(
     saga: str, tmp_path: Path
@@ -54,10 +59,8 @@ def test_every_invariant_holds_and_every_saga_ends_over_many_seeds(
     failures: list[str] = []
     crashes = redelivered = 0
     outcomes: set[str] = set()
-    for seed in range(SEEDS):
-        result = run_simulation(
-            SimConfig(seed=seed, saga=saga, orders=ORDERS), tmp_path / str(seed)
-        )
+    configs = [SimConfig(seed=seed, saga=saga, orders=ORDERS) for seed in range(SEEDS)]
+    for result in run_many(configs, tmp_path, jobs=JOBS):
         crashes += result.crashes
         redelivered += result.redelivered
         outcomes.update(result.outcomes)
@@ -121,6 +124,27 @@ def test_the_same_seeds_give_the_same_databases_in_another_process(tmp_path: Pat
         )  # fmt: skip
         digests.add(json.loads(result.stdout.strip().splitlines()[-1])["digest"])
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["forked", "from-a-fork-server"])
+def test_runs_in_worker_processes_are_the_runs_of_one_process(
+    threaded: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summaries = []
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    if threaded:  # the parent has another thread: its workers come from a fork server
+        other.start()
+    try:
+        for jobs in ("1", "2"):
+            argv = ["--seeds", "3", "--orders", "15", "--jobs", jobs,
+                    "--data-dir", str(tmp_path / jobs)]  # fmt: skip
+            assert sim_main(argv) == 0
+            summaries.append(json.loads(capsys.readouterr()[0].strip().splitlines()[-1]))
+    finally:
+        release.set()
+    assert [s["jobs"] for s in summaries] == [1, 2]
+    assert summaries[0]["digest"] == summaries[1]["digest"]
 
 
 def test_a_clean_run_exits_zero_with_one_json_line(

@@ -2,7 +2,10 @@
 
     ./dev sim --seeds 200 --orders 50 --saga choreography
     ./dev sim --seed 17 --saga orchestration         # repeat one run exactly
+    ./dev sim --seeds 200 --jobs 1                   # one run at a time, in this process
 
+Runs go to ``--jobs`` worker processes (one per core by default); the results are
+taken in seed order, so the report and the digest do not depend on it.
 Exits 1 if any run broke an invariant; each failing run is printed (to stderr)
 with its violations, the command that repeats it, and where its databases are.
 """
@@ -19,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.sim.harness import SimConfig, run_simulation
-from tests.sim.mutations import MUTATIONS, simulation_for
+from tests.sim.harness import SimConfig
+from tests.sim.mutations import MUTATIONS
+from tests.sim.parallel import data_dir_of, default_jobs, run_many
 
 SAGAS = ("orchestration", "choreography")
 
@@ -38,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir", type=Path, default=None, help="where runs write (default: a temp dir)"
     )
+    parser.add_argument(
+        "--jobs", type=int, default=default_jobs(),
+        help="runs at once, each in its own process (default: one per core)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     # Handlers failing on purpose log warnings; a failing run is reported below.
     logging.basicConfig(level=logging.ERROR)
@@ -48,28 +56,30 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown mutations {unknown}; choose from {', '.join(MUTATIONS)}")
     sagas = SAGAS if args.saga == "both" else (args.saga,)
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="sim-"))
-    simulation = simulation_for(mutations)
+    faults = not args.no_faults
+    configs = [
+        SimConfig(seed=seed, saga=saga, orders=args.orders, mutations=mutations, faults=faults)
+        for saga in sagas
+        for seed in range(args.seed, args.seed + seeds)
+    ]
     failures: list[dict[str, object]] = []
     runs = sagas_run = 0
     digest = hashlib.sha256()
     started = time.perf_counter()
-    for saga in sagas:
-        for seed in range(args.seed, args.seed + seeds):
-            config = SimConfig(seed=seed, saga=saga, orders=args.orders, mutations=mutations,
-                               faults=not args.no_faults)  # fmt: skip
-            data_dir = root / f"{saga}-{seed}"
-            result = run_simulation(config, data_dir, simulation=simulation)
-            runs += 1
-            sagas_run += args.orders
-            digest.update(result.digest.encode())
-            if result.ok:
-                shutil.rmtree(data_dir)
-                continue
-            failures.append({"seed": seed, "saga": saga, "command": result.command})
-            print(f"FAILED seed {seed} ({saga}): reproduce with: {result.command}", file=sys.stderr)
-            print(f"  databases kept in {data_dir}", file=sys.stderr)
-            for line in result.violations[:10]:
-                print(f"  {line}", file=sys.stderr)
+    # In the order of the configs, whichever worker ran them: the same digest, the
+    # same report, for any --jobs.
+    for config, result in zip(configs, run_many(configs, root, jobs=args.jobs), strict=True):
+        runs += 1
+        sagas_run += args.orders
+        digest.update(result.digest.encode())
+        if result.ok:
+            continue
+        seed, saga = config.seed, config.saga
+        failures.append({"seed": seed, "saga": saga, "command": result.command})
+        print(f"FAILED seed {seed} ({saga}): reproduce with: {result.command}", file=sys.stderr)
+        print(f"  databases kept in {data_dir_of(root, config)}", file=sys.stderr)
+        for line in result.violations[:10]:
+            print(f"  {line}", file=sys.stderr)
     seconds = time.perf_counter() - started
     if args.data_dir is None and not failures:
         shutil.rmtree(root, ignore_errors=True)
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "failed": failures[:20],
         "seconds": round(seconds, 2),
         "sagas_per_second": round(sagas_run / seconds) if seconds else None,
+        "jobs": max(1, min(args.jobs, runs)),
         "mutations": sorted(mutations),
         "digest": digest.hexdigest()[:16],  # of every run's databases: same seeds, same digest
     }

@@ -1,10 +1,9 @@
 """The deterministic simulation: the real system, one seed, one exact run.
 
 Built by ``main.build_system`` with the simulation's transport, on real SQLite
-files (``synchronous=OFF``: a simulated crash is a process crash, never a power
-loss), each ``Database`` in direct mode (a transaction runs inline, no writer
-thread) on a simulated clock. One coroutine, the scheduler, then decides
-every move with one seeded ``random.Random``:
+files (kept cheaply, see ``SIM_PRAGMAS``), each ``Database`` in direct mode (a
+transaction runs inline, no writer thread) on a simulated clock. One coroutine,
+the scheduler, then decides every move with one seeded ``random.Random``:
 
 - which subscription gets which pending envelopes next (order heads only: one
   order's messages keep their order; orders interleave), and whether the
@@ -62,7 +61,7 @@ from modules.payment.handlers import upsert_account
 from tests.sim.system import TimerJob, retry_job, timer_jobs
 from tests.sim.transport import SimTransport, Subscription
 
-__all__ = ["SimConfig", "SimCrash", "SimResult", "Simulation", "run_simulation"]
+__all__ = ["SimConfig", "SimCrash", "SimResult", "Simulation", "empty_databases", "run_simulation"]
 
 EPOCH = 1_800_000_000.0  # the simulated clock's start (2027)
 PRODUCTS = {"mug": (1_200, 12), "tea": (500, 25), "lamp": (2_500, 4), "rare": (9_900, 1)}
@@ -128,6 +127,34 @@ class SimResult:
         return asdict(self)
 
 
+# How the simulation's files are kept. A simulated crash is a process crash: the
+# connection is closed (its open transaction, if any, rolled back, as SQLite does
+# for a process that dies) and the file reopened; the machine never loses power
+# and no other connection ever reads while a run goes on. So the files need
+# neither a WAL (readers beside a writer; survival of an OS crash) nor any sync:
+# the rollback journal in memory still undoes a failed job's savepoint and an
+# abandoned transaction, and what was committed is in the file when it is reopened.
+# One connection holds the file's lock for good (no locking per transaction).
+SIM_PRAGMAS = ("PRAGMA locking_mode=EXCLUSIVE",)
+
+
+def _simulated_file(db: Database) -> None:
+    """Open ``db`` as production does (its pragmas, its checks), then as the simulation
+    keeps its files: no sync, the journal in memory, the lock held."""
+    db.direct = True
+    db.synchronous = "OFF"
+    db.journal_mode = "MEMORY"
+    open_file = db._open
+
+    def _open() -> None:
+        open_file()
+        assert db._conn is not None
+        for pragma in SIM_PRAGMAS:
+            db._conn.execute(pragma)
+
+    db._open = _open  # type: ignore[method-assign]
+
+
 class _CommitCrashes(CrashPoints):
     """Crash points the scheduler may fire inside a commit of one database."""
 
@@ -182,8 +209,7 @@ class Simulation:
         self.dbs: dict[str, Database] = {}
         for module in self.system.modules:
             db = module.db
-            db.direct = True
-            db.synchronous = "OFF"
+            _simulated_file(db)
             db.clock = self.clock
             db.crash_points = _CommitCrashes(self, module.name)
             self.dbs[module.name] = db
@@ -270,7 +296,8 @@ class Simulation:
         """The relay's contract: what the transport acknowledged is marked dispatched by
         the next commit of its database (the one after the commit under way, if any)."""
         for name, pending in self.unmarked.items():
-            if not pending:
+            # Acknowledged in the order of their database's commits: the first is due first.
+            if not pending or self.dbs[name].commits < pending[0][1] + 2:
                 continue
             db = self.dbs[name]
             due = [seq for seq, commits in pending if db.commits >= commits + 2]
@@ -279,13 +306,10 @@ class Simulation:
             self.unmarked[name] = [(s, c) for s, c in pending if db.commits < c + 2]
             marks = ",".join("?" * len(due))
             sql = f"SELECT seq FROM outbox WHERE dispatched_at IS NULL AND seq IN ({marks})"
-
-            def unmarked(
-                conn: sqlite3.Connection, sql: str = sql, due: list[int] = due
-            ) -> list[Any]:
-                return conn.execute(sql, due).fetchall()
-
-            for (seq,) in db.read_now(unmarked):
+            # Through the writer's connection, which holds the file's lock (between
+            # steps no transaction is open on it: this reads what was committed).
+            assert db._conn is not None
+            for (seq,) in db._conn.execute(sql, due).fetchall():
                 self.violations.append(
                     f"{name}: outbox row {seq} acknowledged by the transport is still"
                     " undispatched two commits later"
@@ -528,7 +552,7 @@ class Simulation:
 _templates: dict[Path, Path] = {}
 
 
-def _empty_databases(root: Path) -> Path:
+def empty_databases(root: Path) -> Path:
     """Empty module databases (the schema only), made once per root and copied per run:
     creating the schema costs more than a whole simulated run of fifty sagas."""
     template = _templates.get(root)
@@ -545,18 +569,27 @@ def _empty_databases(root: Path) -> Path:
                 await module.db.__aexit__(None, None, None)
 
         anyio.run(create)
+        for path in template.glob("*.sqlite3"):
+            # Out of WAL once here, so that no run's first open has to leave it.
+            with closing(sqlite3.connect(path)) as conn:
+                conn.execute("PRAGMA journal_mode=DELETE")
         _templates[root] = template
     return template
 
 
 def run_simulation(
-    config: SimConfig, data_dir: Path, *, simulation: type[Simulation] = Simulation
+    config: SimConfig,
+    data_dir: Path,
+    *,
+    simulation: type[Simulation] = Simulation,
+    template: Path | None = None,
 ) -> SimResult:
     """Run one seed in a fresh ``data_dir`` (synchronously, on its own event loop).
 
-    ``data_dir``'s parent keeps the empty databases the runs start from.
+    It starts from the empty databases in ``template``, by default made once in
+    ``data_dir``'s parent (see ``empty_databases``).
     """
-    template = _empty_databases(data_dir.parent)
+    template = template or empty_databases(data_dir.parent)
     data_dir.mkdir(parents=True, exist_ok=True)
     for path in template.glob("*.sqlite3"):
         shutil.copyfile(path, data_dir / path.name)

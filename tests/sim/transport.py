@@ -17,7 +17,9 @@ outboxes are published again at start-up).
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
+from operator import attrgetter
 
 from bus.messages import Envelope
 from bus.ports import BatchHandler, DeliveredCallback
@@ -26,32 +28,57 @@ __all__ = ["SimTransport"]
 
 
 class _Delivery:
-    __slots__ = ("envelope", "on_delivered", "remaining")
+    __slots__ = ("envelope", "on_delivered", "remaining", "seq")
 
-    def __init__(self, envelope: Envelope, remaining: int, on_delivered: DeliveredCallback) -> None:
+    def __init__(
+        self, envelope: Envelope, remaining: int, on_delivered: DeliveredCallback, seq: int
+    ) -> None:
         self.envelope = envelope
         self.remaining = remaining
         self.on_delivered = on_delivered
+        self.seq = seq  # publish order, across the transport
 
 
 class Subscription:
-    __slots__ = ("handler", "name", "queue", "types")
+    """What one subscriber has pending: per order, its deliveries in publish order."""
+
+    __slots__ = ("handler", "name", "orders", "types")
 
     def __init__(self, name: str, types: Collection[str] | None, handler: BatchHandler) -> None:
         self.name = name
         self.types = None if types is None else frozenset(types)
         self.handler = handler
-        self.queue: list[_Delivery] = []
+        self.orders: dict[str, deque[_Delivery]] = {}
+
+    def append(self, delivery: _Delivery) -> None:
+        key = delivery.envelope.correlation_id
+        pending = self.orders.get(key)
+        if pending is None:
+            self.orders[key] = deque((delivery,))
+        else:
+            pending.append(delivery)
 
     def heads(self, source: str | None = None) -> list[_Delivery]:
-        """The first pending delivery of each order, in queue order (only those
+        """The first pending delivery of each order, in publish order (only those
         published by ``source``, if given)."""
-        first: dict[str, _Delivery] = {}
-        for delivery in self.queue:
-            first.setdefault(delivery.envelope.correlation_id, delivery)
+        first = sorted((pending[0] for pending in self.orders.values()), key=_seq)
         if source is None:
-            return list(first.values())
-        return [d for d in first.values() if d.envelope.source == source]
+            return first
+        return [d for d in first if d.envelope.source == source]
+
+    def remove(self, batch: Sequence[_Delivery]) -> None:
+        """Take these order heads off the queue."""
+        for delivery in batch:
+            key = delivery.envelope.correlation_id
+            pending = self.orders.get(key)
+            if pending is None or delivery not in pending:
+                continue  # gone already (the queue was lost meanwhile)
+            pending.remove(delivery)
+            if not pending:
+                del self.orders[key]
+
+
+_seq = attrgetter("seq")
 
 
 class SimTransport:
@@ -82,9 +109,9 @@ class SimTransport:
             self.published += 1
             if not targets or self.durable:
                 done.append(envelope)
-            delivery = _Delivery(envelope, len(targets), on_delivered)
+            delivery = _Delivery(envelope, len(targets), on_delivered, self.published)
             for sub in targets:
-                sub.queue.append(delivery)
+                sub.append(delivery)
         if done:
             self._acknowledge(on_delivered, done)
 
@@ -108,7 +135,7 @@ class SimTransport:
     # -- what the scheduler does -------------------------------------------------------
 
     def busy(self) -> list[Subscription]:
-        return [sub for sub in self.subscriptions.values() if sub.queue]
+        return [sub for sub in self.subscriptions.values() if sub.orders]
 
     async def deliver(
         self,
@@ -138,8 +165,7 @@ class SimTransport:
             # that died before committing its offset): it comes again.
             self.redelivered += len(batch)
             return
-        taken = {id(delivery) for delivery in batch}
-        sub.queue = [delivery for delivery in sub.queue if id(delivery) not in taken]
+        sub.remove(batch)
         if self.durable:
             return
         finished: dict[DeliveredCallback, list[Envelope]] = {}
@@ -153,4 +179,4 @@ class SimTransport:
     def lose_everything(self) -> None:
         """The in-process bus died with its process: every queue is gone."""
         for sub in self.subscriptions.values():
-            sub.queue.clear()
+            sub.orders.clear()
