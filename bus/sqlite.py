@@ -1,14 +1,16 @@
-"""A module's SQLite database: one writer connection, whole transactions shipped
-to its thread in one hop, and many callers sharing one commit (group commit).
+"""A module's SQLite database: one writer connection, and many callers sharing
+one commit (group commit).
 
 Why not one ``await`` per statement: every statement through an async driver
 is a round trip to the connection's thread, which caps a writer at a few
 thousand transactions per second, far below what SQLite does (see
 ``../shared/FACTS.md``). Here a transaction is a plain function over a
-``sqlite3`` connection; the committer runs every queued function in one thread
-hop, each inside its own SAVEPOINT (a failing job rolls back alone), and
-commits once. A caller's ``await`` returns only after that COMMIT, so nothing
-is acknowledged before it is durable to the configured ``synchronous`` level.
+``sqlite3`` connection; the committer runs every queued function on the event
+loop, each inside its own SAVEPOINT (a failing job rolls back alone), and
+commits once, in a thread (the COMMIT waits for the disk; the statements do
+not, and running them in a thread cost a GIL hand-off each). A caller's
+``await`` returns only after that COMMIT, so nothing is acknowledged before it
+is durable to the configured ``synchronous`` level.
 
 Pragmas: WAL so readers never block the writer and a process crash loses no
 committed transaction; ``synchronous=FULL`` by default (durable across power
@@ -416,6 +418,8 @@ class Database:
                 # wait for it in a thread, never on the loop.
                 await anyio.to_thread.run_sync(self._begin_waiting, limiter=self._limiter)
             emitted = self._run_jobs(jobs)
+            # Not abandoned if cancelled: a shutdown waits for the COMMIT, whose
+            # callers then get their results (tests/test_bus.py).
             await anyio.to_thread.run_sync(self._commit, limiter=self._limiter)
         except BaseException as exc:
             self._failed(jobs, exc)

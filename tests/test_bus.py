@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -94,6 +95,63 @@ async def test_many_concurrent_callers_share_few_commits(db: Database) -> None:
 
     assert len(_effects(db)) == 200
     assert db.commits < 200
+
+
+async def test_a_shutdown_during_the_commit_keeps_what_it_committed(tmp_path: Path) -> None:
+    """Leaving the Database while a COMMIT runs in its thread: the caller still gets its
+    result (the commit stands), not the committer's cancellation."""
+    in_commit, finish = anyio.Event(), threading.Event()
+    results: list[object] = []
+
+    async def caller(db: Database) -> None:
+        results.append(await db.transact(lambda tx: tx.execute(
+            "INSERT INTO effects (what) VALUES ('kept')").lastrowid))  # fmt: skip
+
+    # The task group outlives the Database, so its caller waits across the shutdown.
+    async with (
+        anyio.create_task_group() as tg,
+        Database(tmp_path / "t.sqlite3", "test", _metadata()) as db,
+    ):
+        real_commit = db._commit
+
+        def slow_commit() -> None:
+            anyio.from_thread.run_sync(in_commit.set)
+            finish.wait(5)
+            real_commit()
+
+        db._commit = slow_commit  # type: ignore[method-assign]
+        tg.start_soon(caller, db)
+        await in_commit.wait()
+        # The COMMIT ends a moment after the committer is cancelled below.
+        threading.Timer(0.2, finish.set).start()
+    assert results == [1]
+    assert _effects(db) == ["kept"]
+
+
+async def test_a_write_lock_held_elsewhere_is_waited_for_off_the_event_loop(db: Database) -> None:
+    import sqlite3
+
+    waiting = anyio.Event()
+    real_begin_waiting = db._begin_waiting
+
+    def begin_waiting() -> None:
+        anyio.from_thread.run_sync(waiting.set)
+        real_begin_waiting()
+
+    db._begin_waiting = begin_waiting  # type: ignore[method-assign]
+    shell = sqlite3.connect(db.path, isolation_level=None)  # an operator's shell
+    shell.execute("BEGIN IMMEDIATE")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(db.transact, lambda tx: tx.execute(
+                "INSERT INTO effects (what) VALUES ('after the shell')"))  # fmt: skip
+            # The writer waits in a thread: this task still runs, and lets go of the lock.
+            await waiting.wait()
+            assert _effects(db) == []
+            shell.execute("COMMIT")
+    finally:
+        shell.close()
+    assert _effects(db) == ["after the shell"]
 
 
 async def test_emitted_messages_are_in_the_outbox_only_if_the_job_commits(db: Database) -> None:
