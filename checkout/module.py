@@ -18,6 +18,7 @@ from checkout.db import CheckoutBase
 from checkout.definition import Definitions
 from checkout.orchestrator import Orchestrator
 from checkout.policy import SagaTimeouts
+from checkout.timers import run_due_timers
 from checkout.tracker import SagaTracker
 from checkout.watch import watch_stuck_sagas
 from checkout.watchdog import Watchdog
@@ -52,13 +53,13 @@ def build(
         commands: dict[str, Route] = dict.fromkeys(
             orchestrator.handled_types, orchestrator.on_message
         )
-        background["saga-timers"] = partial(orchestrator.run_timers, db)
+        background["saga-timers"] = partial(run_due_timers, db, orchestrator.fire_due)
     else:
         watchdog = Watchdog(registry, definitions, timeouts)
         commands = dict.fromkeys(
             (RetrySaga.TYPE, AbortSaga.TYPE, ResolveSaga.TYPE), watchdog.on_command
         )
-        background["saga-watchdog"] = partial(watchdog.run, db)
+        background["saga-watchdog"] = partial(run_due_timers, db, watchdog.fire_due)
     routes = checkout_routes(db, definitions, stuck_after=stuck_after)
     return ModuleHandle("checkout", db, commands, routes, background), SagaTracker(
         definitions, timeouts

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from functools import partial
 
-import anyio
 import msgspec
 
 from bus.messages import Message
-from bus.sqlite import Database, Tx
+from bus.sqlite import Tx
 from checkout.contract import (
     AbortSaga,
     ResolveSaga,
@@ -150,13 +148,6 @@ class Orchestrator:
             return tx.now
         row = tx.one(f"SELECT min(min(deadline, expires_at)) FROM sagas WHERE status IN {_ACTIVE}")  # noqa: S608
         return None if row is None or row[0] is None else float(row[0])
-
-    async def run_timers(self, db: Database, wakeup_every: float = 1.0) -> None:
-        """Fire due timers until cancelled; new sagas are picked up within ``wakeup_every``."""
-        while True:
-            next_due = await db.transact(partial(self.fire_due))
-            wait = wakeup_every if next_due is None else next_due - db.clock()
-            await anyio.sleep(min(max(wait, 0.0), wakeup_every))
 
     # -- the shell ---------------------------------------------------------------
 

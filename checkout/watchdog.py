@@ -13,13 +13,11 @@ they survive a restart, and firing one is a transaction, so it fires once.
 from __future__ import annotations
 
 import logging
-from functools import partial
 
-import anyio
 import msgspec
 
 from bus.messages import Message, MessageRegistry
-from bus.sqlite import Database, Tx
+from bus.sqlite import Tx
 from checkout.context import decode_context
 from checkout.contract import (
     AbortSaga,
@@ -125,12 +123,6 @@ class Watchdog:
             return tx.now
         row = tx.one(f"SELECT min(deadline) FROM tracked_sagas WHERE status IN {_ACTIVE}")  # noqa: S608
         return None if row is None or row[0] is None else float(row[0])
-
-    async def run(self, db: Database, wakeup_every: float = 1.0) -> None:
-        while True:
-            next_due = await db.transact(partial(self.fire_due))
-            wait = wakeup_every if next_due is None else next_due - db.clock()
-            await anyio.sleep(min(max(wait, 0.0), wakeup_every))
 
     # -- the two moves -----------------------------------------------------------
 

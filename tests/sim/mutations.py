@@ -8,6 +8,7 @@ has no switch for any of them.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Coroutine, Sequence
+from functools import partial
 from typing import Any
 
 from bus.consumer import Consumer
@@ -187,7 +188,8 @@ class ChoreographyAbortSimulation(Simulation):
         task = self.system.checkout.background.get("saga-watchdog")
         if task is None:
             return  # orchestration: there is no watchdog
-        watchdog = getattr(task, "func").__self__  # noqa: B009 - a bound method's owner
+        assert isinstance(task, partial), task
+        watchdog = task.args[1].__self__  # the watchdog whose fire_due the loop runs
 
         def abort(tx: Tx, saga_id: str, definition: SagaDefinition, reason: str) -> None:
             row = tx.one(

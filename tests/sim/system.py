@@ -14,6 +14,7 @@ from functools import partial
 
 from bus.consumer import Consumer
 from bus.sqlite import Tx
+from checkout.timers import run_due_timers
 from main import System
 
 __all__ = ["TimerJob", "retry_job", "timer_jobs"]
@@ -36,9 +37,9 @@ def timer_jobs(system: System) -> list[TimerJob]:
             continue
         if not isinstance(task, partial):
             raise TypeError(f"cannot simulate background part {name!r}: {task!r}")
-        # The orchestrator's timers and the choreography watchdog: a loop method
-        # whose object has the one pass, ``fire_due``.
-        fire_due = getattr(getattr(task.func, "__self__", None), "fire_due", None)
+        # The orchestrator's timers and the choreography watchdog: the timer loop
+        # over one pass, ``fire_due``, which the scheduler runs instead.
+        fire_due = task.args[1] if task.func is run_due_timers else None
         if fire_due is None:
             raise TypeError(f"cannot simulate background part {name!r}: update tests/sim/system.py")
         jobs.append(fire_due)
