@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bus.sqlite import Database
+from checkout.causality import causal_order
 from checkout.contract import SagaResolved
 from checkout.db import TimelineRow, TrackedSagaRow
 from checkout.definition import Definitions, Role, SagaDefinition
@@ -128,23 +128,12 @@ def _step_views(
 
 
 def _causal_order(rows: list[TimelineRow]) -> list[TimelineRow]:
-    """Oldest first, but never an effect before its cause (clocks are not causality)."""
-    ids = {row.message_id for row in rows}
-    children: dict[str | None, list[TimelineRow]] = {}
-    for row in rows:
-        parent = row.causation_id if row.causation_id in ids else None
-        children.setdefault(parent, []).append(row)
-    heap = [(row.occurred_at, n, row) for n, row in enumerate(children.get(None, []))]
-    heapq.heapify(heap)
-    ordered: list[TimelineRow] = []
-    counter = len(heap)
-    while heap:
-        _, _, row = heapq.heappop(heap)
-        ordered.append(row)
-        for child in children.get(row.message_id, []):
-            counter += 1
-            heapq.heappush(heap, (child.occurred_at, counter, child))
-    return ordered
+    return causal_order(
+        rows,
+        message_id=lambda row: row.message_id,
+        causation_id=lambda row: row.causation_id,
+        at=lambda row: row.occurred_at,
+    )
 
 
 def _when(timestamp: float) -> datetime:

@@ -10,7 +10,6 @@ order module is another process (``--modules checkout`` over Kafka).
 
 from __future__ import annotations
 
-import heapq
 import json
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from bus.sqlite import Database
+from checkout.causality import causal_order
 
 __all__ = [
     "NOT_STUCK",
@@ -157,26 +157,6 @@ def status_counts(checkout: Database, *, stuck_after: float) -> dict[str, int]:
     return checkout.read_now(read)
 
 
-def _causal_order(entries: list[Entry]) -> list[Entry]:
-    """Oldest first, but never an effect before its cause (clocks are not causality)."""
-    ids = {entry.message_id for entry in entries}
-    children: dict[str | None, list[Entry]] = {}
-    for entry in entries:
-        parent = entry.causation_id if entry.causation_id in ids else None
-        children.setdefault(parent, []).append(entry)
-    heap = [(entry.at, n, entry) for n, entry in enumerate(children.get(None, []))]
-    heapq.heapify(heap)
-    ordered: list[Entry] = []
-    counter = len(heap)
-    while heap:
-        _, _, entry = heapq.heappop(heap)
-        ordered.append(entry)
-        for child in children.get(entry.message_id, []):
-            counter += 1
-            heapq.heappush(heap, (child.at, counter, child))
-    return ordered
-
-
 def timeline(checkout: Database, order_id: str) -> list[Entry]:
     rows = checkout.read_now(
         lambda conn: conn.execute(
@@ -188,7 +168,12 @@ def timeline(checkout: Database, order_id: str) -> list[Entry]:
     entries = [
         Entry(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], json.loads(r[8])) for r in rows
     ]
-    return _causal_order(entries)
+    return causal_order(
+        entries,
+        message_id=lambda entry: entry.message_id,
+        causation_id=lambda entry: entry.causation_id,
+        at=lambda entry: entry.at,
+    )
 
 
 def order_of(entries: Sequence[Entry], status: str) -> Order | None:
