@@ -70,10 +70,11 @@ class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: Text | None = None
 
 
-class OrderAccepted(msgspec.Struct):
+class OrderAccepted(msgspec.Struct, omit_defaults=True):
     order_id: str
     status: str
-    # Why it was cancelled, when the answer waited for the end (``Prefer: wait``).
+    # Why it was cancelled, when the answer waited for the end (``Prefer: wait``);
+    # absent otherwise, so the answer without that header is what it always was.
     reason: str | None = None
 
 
