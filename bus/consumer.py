@@ -97,7 +97,9 @@ class Consumer:
     async def __call__(self, batch: Sequence[Envelope]) -> None:
         hung = await self._hang(batch)
         calls = [(partial(self._handle, env, env.message_id in hung), env) for env in batch]
-        outcomes = await self.db.run_all(calls)
+        # One savepoint for the batch (each handler has its own inside): an error
+        # that escapes one means the database failed, and the batch comes again.
+        outcomes = await self.db.run_all(calls, atomic=True)
         failed = [o.error for o in outcomes if o.error is not None]
         if failed:
             # The transaction itself failed (not a handler): nothing of it

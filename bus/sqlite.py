@@ -22,11 +22,13 @@ write when another connection (a reader upgrading, an operator's shell) holds it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -180,12 +182,16 @@ class _Job:
 
 
 class _Group:
-    __slots__ = ("done", "jobs")
+    __slots__ = ("atomic", "done", "jobs")
 
-    def __init__(self, jobs: list[_Job], done: anyio.Event | None = None) -> None:
+    def __init__(
+        self, jobs: list[_Job], done: anyio.Event | None = None, *, atomic: bool = False
+    ) -> None:
         self.jobs = jobs
         # Set after the commit, for a caller that waits (none in direct mode or for submit).
         self.done = done
+        # One savepoint for the whole group: its jobs stand or fall together.
+        self.atomic = atomic
 
 
 def _owner_only(path: Path) -> None:
@@ -238,6 +244,7 @@ class Database:
         self._queue: list[_Group] = []
         self._wakeup = anyio.Event()
         self._limiter = anyio.CapacityLimiter(1)
+        self._executor: ThreadPoolExecutor | None = None
         self._stack: AsyncExitStack | None = None
         self._reader: AsyncEngine | None = None
         self._read_conn: sqlite3.Connection | None = None
@@ -255,6 +262,8 @@ class Database:
         # runs to its end), then dispose the reader, then close the writer.
         stack = AsyncExitStack()
         stack.callback(self._close)
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}")
+        stack.callback(self._executor.shutdown)
         stack.push_async_callback(self._dispose_reader)
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
@@ -295,6 +304,9 @@ class Database:
         # lock, nothing in a WAL transaction waits for another connection.
         conn.execute("PRAGMA busy_timeout=0")
         conn.execute("PRAGMA foreign_keys=ON")
+        # Savepoint journals in memory: a consumer's batch is one savepoint over
+        # many handlers, whose journal would spill to a temporary file past 64 KiB.
+        conn.execute("PRAGMA temp_store=MEMORY")
         self._conn = conn
 
     def _close(self) -> None:
@@ -327,16 +339,21 @@ class Database:
         return result
 
     async def run_all(
-        self, calls: Sequence[tuple[Callable[[Tx], Any], Envelope | None]]
+        self, calls: Sequence[tuple[Callable[[Tx], Any], Envelope | None]], *, atomic: bool = False
     ) -> list[Outcome[Any]]:
-        """Run each call in its own savepoint of a shared transaction; never raises for a job."""
+        """Run each call in its own savepoint of a shared transaction; never raises for a job.
+
+        ``atomic``: one savepoint for all the calls instead (a consumer's batch,
+        whose handlers keep their own): if one raises, none of them stands, and
+        each outcome carries that error.
+        """
         jobs = [_Job(fn, cause) for fn, cause in calls]
         if self.direct:
-            self._queue.append(_Group(jobs))
+            self._queue.append(_Group(jobs, atomic=atomic))
             self.run_queued()
             return [job.outcome for job in jobs]
         done = anyio.Event()
-        self._queue.append(_Group(jobs, done))
+        self._queue.append(_Group(jobs, done, atomic=atomic))
         self._wakeup.set()
         await done.wait()
         return [job.outcome for job in jobs]
@@ -389,7 +406,7 @@ class Database:
         started = time.perf_counter()
         try:
             self._begin()
-            emitted = self._run_jobs(jobs)
+            emitted = self._run_jobs(batch)
             self._commit()
         except BaseException as exc:
             self._failed(jobs, exc)
@@ -417,10 +434,13 @@ class Database:
                 # Another connection holds the write lock (an operator's shell):
                 # wait for it in a thread, never on the loop.
                 await anyio.to_thread.run_sync(self._begin_waiting, limiter=self._limiter)
-            emitted = self._run_jobs(jobs)
-            # Not abandoned if cancelled: a shutdown waits for the COMMIT, whose
-            # callers then get their results (tests/test_bus.py).
-            await anyio.to_thread.run_sync(self._commit, limiter=self._limiter)
+            emitted = self._run_jobs(batch)
+            # On a thread of its own (a plain executor: anyio's worker threads cost
+            # more per call), and never abandoned: a shutdown waits for the COMMIT,
+            # whose callers then get their results (tests/test_bus.py).
+            assert self._executor is not None
+            with anyio.CancelScope(shield=True):
+                await asyncio.wrap_future(self._executor.submit(self._commit))
         except BaseException as exc:
             self._failed(jobs, exc)
             if not isinstance(exc, Exception):
@@ -445,23 +465,44 @@ class Database:
             else:
                 return
 
-    def _run_jobs(self, jobs: list[_Job]) -> list[Envelope]:
+    def _run_jobs(self, batch: list[_Group]) -> list[Envelope]:
         conn = self._conn
         assert conn is not None, "database is not open"
         emitted: list[Envelope] = []
-        for job in jobs:
-            tx = Tx(self, conn, job.cause, job.trace)
-            conn.execute("SAVEPOINT job")
-            try:
-                job.outcome.value = job.fn(tx)
-            except Exception as exc:  # noqa: BLE001 - handed to the job's caller
-                conn.execute("ROLLBACK TO job")
-                job.outcome.error = exc
-            else:
-                emitted.extend(tx.emitted)
-            conn.execute("RELEASE job")
+        for group in batch:
+            if group.atomic:
+                emitted.extend(self._run_atomic(conn, group.jobs))
+                continue
+            for job in group.jobs:
+                tx = Tx(self, conn, job.cause, job.trace)
+                conn.execute("SAVEPOINT job")
+                try:
+                    job.outcome.value = job.fn(tx)
+                except Exception as exc:  # noqa: BLE001 - handed to the job's caller
+                    conn.execute("ROLLBACK TO job")
+                    job.outcome.error = exc
+                else:
+                    emitted.extend(tx.emitted)
+                conn.execute("RELEASE job")
         if self.crash_points is not None and emitted:
             self._crash_point("before-commit", emitted)
+        return emitted
+
+    def _run_atomic(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope]:
+        emitted: list[Envelope] = []
+        conn.execute("SAVEPOINT job")
+        try:
+            for job in jobs:
+                tx = Tx(self, conn, job.cause, job.trace)
+                job.outcome.value = job.fn(tx)
+                emitted.extend(tx.emitted)
+        except Exception as exc:  # noqa: BLE001 - handed to every job of the group
+            conn.execute("ROLLBACK TO job")
+            for job in jobs:
+                job.outcome.value = None
+                job.outcome.error = exc
+            emitted = []
+        conn.execute("RELEASE job")
         return emitted
 
     def _commit(self) -> None:

@@ -85,6 +85,26 @@ async def test_a_failing_job_rolls_back_alone_in_a_group_commit(db: Database) ->
     assert db.commits == 1
 
 
+async def test_an_atomic_group_stands_or_falls_together(db: Database) -> None:
+    def good(name: str):
+        return lambda tx: tx.execute("INSERT INTO effects (what) VALUES (?)", (name,))
+
+    def bad(tx: Tx) -> None:
+        tx.emit(Pinged(order_id="o1", n=1))
+        raise ValueError("boom")
+
+    async with anyio.create_task_group() as tg:  # beside a caller of its own, in one commit
+        tg.start_soon(db.transact, good("alone"))
+        outcomes = await db.run_all(
+            [(good("a"), None), (bad, None), (good("b"), None)], atomic=True
+        )
+
+    assert [type(o.error) for o in outcomes] == [ValueError] * 3
+    assert _effects(db) == ["alone"]
+    rows = await db.transact(lambda tx: tx.execute("SELECT count(*) FROM outbox").fetchone())
+    assert rows == (0,)
+
+
 async def test_many_concurrent_callers_share_few_commits(db: Database) -> None:
     async def one(n: int) -> None:
         await db.transact(lambda tx: tx.execute("INSERT INTO effects (what) VALUES (?)", (str(n),)))
@@ -113,9 +133,10 @@ async def test_a_shutdown_during_the_commit_keeps_what_it_committed(tmp_path: Pa
         Database(tmp_path / "t.sqlite3", "test", _metadata()) as db,
     ):
         real_commit = db._commit
+        loop = anyio.lowlevel.current_token()
 
         def slow_commit() -> None:
-            anyio.from_thread.run_sync(in_commit.set)
+            anyio.from_thread.run_sync(in_commit.set, token=loop)
             finish.wait(5)
             real_commit()
 
