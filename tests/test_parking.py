@@ -224,10 +224,11 @@ async def test_resolve_and_retry_answer_409_for_a_saga_that_is_not_parked(
         order_id = await place(client, order_body("ada", {"mug": 1}))
         await final_order(client, order_id)
 
-        async def tracked() -> bool:
-            return (await client.get(f"/sagas/{order_id}")).status_code == 200
+        async def finished() -> bool:  # the saga's record learns of the end from the bus
+            response = await client.get(f"/sagas/{order_id}")
+            return response.status_code == 200 and response.json()["status"] == "COMPLETED"
 
-        await wait_for(tracked)
+        await wait_for(finished)
         resolve = await client.post(f"/sagas/{order_id}/resolve", json={"note": "n"})
         assert resolve.status_code == 409
         assert resolve.json()["detail"] == "cannot resolve a COMPLETED saga (only PARKED)"
