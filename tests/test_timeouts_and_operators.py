@@ -167,7 +167,7 @@ async def test_an_operator_retry_sends_the_stuck_step_again(data_dir, saga_mode)
         # The order module tells of the end first; the saga's record (the tracker, in
         # choreography) learns of it from the bus a moment later.
         async def saga_finished() -> bool:
-            return (await client.get(f"/sagas/{order_id}")).json()["status"] == "COMPLETED"
+            return bool((await client.get(f"/sagas/{order_id}")).json()["status"] == "COMPLETED")
 
         await wait_for(saga_finished, what="the saga's record ends")
         # A finished saga has nothing to retry: 409, and nothing is sent.
