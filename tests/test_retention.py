@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from bench.invariants import audit
@@ -44,6 +45,15 @@ class Clock:
 
     def __call__(self) -> float:
         return time.time() + self.skipped
+
+
+def app_on(clock: Clock, settings: Settings) -> tuple[Litestar, System]:
+    """The app with every module database on ``clock``."""
+    app = create_app(settings)
+    system: System = app.state.system
+    for module in system.modules:
+        module.db.clock = clock
+    return app, system
 
 
 def count(data_dir: Path, db: str, table: str, where: str = "1") -> int:
@@ -96,11 +106,9 @@ async def test_old_bus_rows_and_finished_sagas_are_pruned_recent_and_in_flight_o
     data_dir: Path, saga_mode: str
 ) -> None:
     clock = Clock()
-    settings = Settings(data_dir=data_dir, saga=saga_mode, retention_interval=3600.0)
-    app = create_app(settings)
-    system: System = app.state.system
-    for module in system.modules:
-        module.db.clock = clock
+    app, system = app_on(
+        clock, Settings(data_dir=data_dir, saga=saga_mode, retention_interval=3600.0)
+    )
     async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         bodies = [
@@ -157,11 +165,9 @@ async def test_a_message_redelivered_within_the_window_is_still_deduplicated(
     data_dir: Path, saga_mode: str
 ) -> None:
     clock = Clock()
-    settings = Settings(data_dir=data_dir, saga=saga_mode, retention_interval=3600.0)
-    app = create_app(settings)
-    system: System = app.state.system
-    for module in system.modules:
-        module.db.clock = clock
+    app, system = app_on(
+        clock, Settings(data_dir=data_dir, saga=saga_mode, retention_interval=3600.0)
+    )
     async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         orders = [await place(client, order_body("ada", {"mug": 1})) for _ in range(3)]
@@ -185,11 +191,9 @@ async def test_a_message_redelivered_within_the_window_is_still_deduplicated(
 
 async def test_pruning_goes_in_batches_of_the_configured_size(data_dir: Path) -> None:
     clock = Clock()
-    settings = Settings(data_dir=data_dir, retention_batch=7, retention_interval=3600.0)
-    app = create_app(settings)
-    system: System = app.state.system
-    for module in system.modules:
-        module.db.clock = clock
+    app, system = app_on(
+        clock, Settings(data_dir=data_dir, retention_batch=7, retention_interval=3600.0)
+    )
     async with admin_client(app) as client:
         await seed(client, PRODUCTS, CUSTOMERS)
         for _ in range(4):
