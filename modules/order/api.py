@@ -191,7 +191,9 @@ def order_routes(
         wait = prefer_wait(prefer)
         if wait:
             headers["Preference-Applied"] = f"wait={wait}"
-            accepted.status, accepted.reason = await _status_within(db, waiters, order_id, wait)
+            ended = await _status_within(db, waiters, order_id, wait)
+            assert ended is not None, "the order was just stored"
+            accepted.status, accepted.reason = ended
         return Response(
             accepted,
             status_code=202,
@@ -208,13 +210,9 @@ def order_routes(
         ] = 0,
     ) -> OrderView:
         """Read an order; with ``wait``, hold the request until it is COMPLETED or CANCELLED."""
-        with waiters.watching(order_id) as ended:
-            # Watching before the first read: an end committed in between still wakes us.
-            view = db.read_now(partial(_view, order_id))
-            if view is not None and view.status == OrderStatus.PENDING and wait > 0:
-                with anyio.move_on_after(wait):
-                    await ended.wait()
-                view = db.read_now(partial(_view, order_id))
+        if wait > 0:
+            await _status_within(db, waiters, order_id, wait)
+        view = db.read_now(partial(_view, order_id))
         if view is None:
             raise NotFoundException(f"order {order_id} not found")
         return view
@@ -257,20 +255,21 @@ _REASON = "coalesce(reason, 'cancellation pending: ' || cancel_reason)"
 
 async def _status_within(
     db: Database, waiters: TerminalWaiters, order_id: str, wait: float
-) -> tuple[str, str | None]:
-    """The order's status and reason once it ends, or after ``wait`` seconds."""
+) -> tuple[str, str | None] | None:
+    """The order's status and reason once it ends, or after ``wait`` seconds (the long
+    poll of GET and of POST's ``Prefer: wait``); None if there is no such order."""
     with waiters.watching(order_id) as ended:
         # Watching before the first read: an end committed in between still wakes us.
-        status, reason = db.read_now(partial(_status, order_id))
-        if status == OrderStatus.PENDING:
+        row = db.read_now(partial(_status, order_id))
+        if row is not None and row[0] == OrderStatus.PENDING:
             with anyio.move_on_after(wait):
                 await ended.wait()
-            status, reason = db.read_now(partial(_status, order_id))
-    return status, reason
+            row = db.read_now(partial(_status, order_id))
+    return row
 
 
-def _status(order_id: str, conn: sqlite3.Connection) -> tuple[str, str | None]:
-    row: tuple[str, str | None] = conn.execute(
+def _status(order_id: str, conn: sqlite3.Connection) -> tuple[str, str | None] | None:
+    row: tuple[str, str | None] | None = conn.execute(
         f"SELECT status, {_REASON} FROM orders WHERE order_id = ?",  # noqa: S608 - constant
         (order_id,),
     ).fetchone()
