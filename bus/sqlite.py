@@ -177,7 +177,7 @@ class _Job:
         self.fn = fn
         self.cause = cause
         self.outcome: Outcome[Any] = Outcome()
-        # The caller's span (an HTTP request): the job runs in another thread.
+        # The caller's span (an HTTP request): the job runs later, in the committer's task.
         self.trace = tracing.current() if tracing.ENABLED else (None, None)
 
 
