@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ import httpx
 
 from bench.environment import ROOT, admin_headers, free_port, git_state, machine
 from bench.invariants import audit, counts
+from bench.lean_http import LeanClient
 from bench.orders import order_body
 from bench.soak import RssSampler, db_sizes, window_rates
 
@@ -241,8 +243,12 @@ async def seed(
     )
 
 
+Client = httpx.AsyncClient | LeanClient
+TRANSPORT_ERRORS = (httpx.TransportError, OSError, TimeoutError)
+
+
 async def one_saga(
-    client: httpx.AsyncClient, workload: Workload, index: int, phase: Phase, *, poll: bool
+    client: Client, workload: Workload, index: int, phase: Phase, *, poll: bool
 ) -> None:
     start = time.perf_counter()
     phase.first_start = min(phase.first_start, start)
@@ -253,7 +259,7 @@ async def one_saga(
             response = await client.post(
                 "/orders", content=payload, headers=JSON_HEADERS if poll else WAITING_HEADERS
             )
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise RuntimeError(f"POST /orders: {exc!r}") from exc
         # Across processes the order module learns of the catalog a moment after
         # the PUTs: during the warm-up an order can meet an unknown sku.
@@ -268,7 +274,7 @@ async def one_saga(
         phase.requests += 1
         try:
             response = await client.get(f"/orders/{order_id}?wait={WAIT_S}")
-        except httpx.TransportError as exc:
+        except TRANSPORT_ERRORS as exc:
             raise RuntimeError(f"GET /orders/{order_id}: {exc!r}") from exc
         if response.status_code != 200:
             raise RuntimeError(f"GET /orders/{order_id}: {response.status_code}")
@@ -291,7 +297,7 @@ async def one_saga(
 
 
 async def drive(
-    clients: list[httpx.AsyncClient],
+    clients: Sequence[Client],
     workload: Workload,
     first: int,
     count: int,
@@ -304,7 +310,7 @@ async def drive(
     end_index = first + count
     progress_every = max(count // 10, 1)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: Client) -> None:
         nonlocal next_index
         while next_index < end_index:
             index = next_index
@@ -467,9 +473,16 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
         )
         timeout = httpx.Timeout(WAIT_S + 30, connect=10)
         async with contextlib.AsyncExitStack() as stack:
-            clients = [
+            seeder = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, headers=admin_headers(), timeout=timeout)
+            )
+            clients: list[Client] = [
                 await stack.enter_async_context(
-                    httpx.AsyncClient(
+                    LeanClient(
+                        url, headers=admin_headers(), connections=per_client, timeout=WAIT_S + 30
+                    )
+                    if args.client == "lean"
+                    else httpx.AsyncClient(
                         base_url=url, headers=admin_headers(), limits=limits, timeout=timeout
                     )
                 )
@@ -481,7 +494,7 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 if app
                 else None
             )
-            await seed(clients[0], workload, urls)
+            await seed(seeder, workload, urls)
             if args.warmup:
                 log(f"warm-up: {args.warmup} sagas")
                 warm = await drive(
@@ -520,6 +533,7 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 "n": args.n,
                 "concurrency": args.concurrency,
                 "clients": args.clients,
+                "client": args.client,
                 "protocol": "poll" if args.poll else "prefer-wait",
                 "warmup": args.warmup,
                 "fail_fraction": args.fail_fraction,
@@ -612,6 +626,8 @@ def child_argv(args: argparse.Namespace) -> list[str]:
         str(args.concurrency),
         "--clients",
         str(args.clients),
+        "--client",
+        args.client,
         "--warmup",
         str(args.warmup),
         "--fail-fraction",
@@ -752,9 +768,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--clients",
         type=int,
         default=1,
-        help="httpx.AsyncClients the workers are spread over (default 1: one shared client;"
-        " httpcore's pool scan costs O(connections) per request, so a few smaller pools"
-        " cost the client less CPU at high concurrency)",
+        help="clients the workers are spread over, each with its own connections (default 1;"
+        " with --client httpx, httpcore's pool scan costs O(connections) per request, so a"
+        " few smaller pools cost the client less CPU at high concurrency)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=["lean", "httpx"],
+        default="lean",
+        help="the HTTP client the workers use: lean (bench/lean_http.py, default: about a"
+        " tenth of httpx's CPU per request, which the app would otherwise share) or httpx",
     )
     parser.add_argument(
         "--poll",
