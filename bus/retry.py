@@ -24,10 +24,16 @@ def _wait(base: float, cap: float, jitter: float) -> wait_exponential_jitter:
     return wait_exponential_jitter(multiplier=base, max=cap, jitter=jitter)
 
 
+@functools.lru_cache(maxsize=64)
+def _attempt(number: int) -> _Attempt:
+    return _Attempt(number)
+
+
 def exponential_jitter(attempt: int, *, base: float, cap: float, jitter: float) -> float:
     """``base * 2**(attempt-1)``, at most ``cap``, plus up to ``jitter`` (tenacity's formula)."""
+    # Positional and cached: a step deadline is computed for every saga message.
     wait = _wait(base, cap, jitter)
-    return float(wait(_Attempt(attempt)))  # type: ignore[arg-type]  # a duck-typed retry state
+    return float(wait(_attempt(attempt)))  # type: ignore[arg-type]  # a duck-typed retry state
 
 
 def backoff(failures: int, *, base: float, cap: float) -> float:

@@ -4,6 +4,7 @@ whole sagas with any outcomes, duplicates and stale replies."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from bus.messages import Command, Message
 from checkout.flow import CHECKOUT
-from checkout.orchestrator import command_id
+from checkout.orchestrator import _NAMESPACE, command_id
 from checkout.saga import (
     Abort,
     DeadlineExceeded,
@@ -397,3 +398,22 @@ def test_resolve_goes_on_with_the_undo_before_and_only_when_parked() -> None:
     assert [o.command.TYPE for o in resolved.commands] == [order.CancelOrder.TYPE]
     assert decide(CHECKOUT, resolved.state, Resolve("again")) is None
     assert decide(CHECKOUT, awaiting("stock"), Resolve("not parked")) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    saga_id=st.text(min_size=1, max_size=40),
+    step=st.sampled_from([s.name for s in CHECKOUT.steps]),
+    direction=st.sampled_from(["forward", "undo"]),
+    attempt=st.integers(1, 50),
+    started=st.floats(0, 4e9, allow_nan=False),
+)
+def test_command_ids_are_uuid5_digests_behind_the_saga_start(
+    saga_id: str, step: str, direction: str, attempt: int, started: float
+) -> None:
+    """The id's digest is exactly uuid5's (ids already stored keep deduplicating the
+    same commands after an upgrade); its first 12 hex digits are the start in ms."""
+    got = command_id(saga_id, step, direction, attempt, started)
+    want = uuid.uuid5(_NAMESPACE, f"{saga_id}:{step}:{direction}:{attempt}").hex
+    assert got[12:] == want[12:]
+    assert got[:12] == f"{int(started * 1000) & 0xFFFFFFFFFFFF:012x}"

@@ -4,6 +4,7 @@ the documented error responses."""
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -110,6 +111,19 @@ _NOT_QUERY = (BodyKwarg, HeaderParameter, CookieParameter, PathParameter)
 
 def query_names(handler: HTTPRouteHandler) -> frozenset[str]:
     """The query parameters a handler declares (path and header parameters excluded)."""
+    names = _QUERY_NAMES.get(handler)
+    if names is None:
+        names = _QUERY_NAMES[handler] = _declared_query_names(handler)
+    return names
+
+
+# Read from the handler's signature once, not on every request.
+_QUERY_NAMES: weakref.WeakKeyDictionary[HTTPRouteHandler, frozenset[str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _declared_query_names(handler: HTTPRouteHandler) -> frozenset[str]:
     names = set()
     for name, field in handler.parsed_fn_signature.parameters.items():
         kwarg = field.kwarg_definition
