@@ -185,7 +185,7 @@ class _Group:
     __slots__ = ("atomic", "done", "jobs")
 
     def __init__(
-        self, jobs: list[_Job], done: anyio.Event | None = None, *, atomic: bool = False
+        self, jobs: list[_Job], done: asyncio.Event | None = None, *, atomic: bool = False
     ) -> None:
         self.jobs = jobs
         # Set after the commit, for a caller that waits (none in direct mode or for submit).
@@ -242,7 +242,9 @@ class Database:
         self.journal_mode = "WAL"
         self._conn: sqlite3.Connection | None = None
         self._queue: list[_Group] = []
-        self._wakeup = anyio.Event()
+        # asyncio's events (this module already waits on asyncio futures): anyio's
+        # look its backend up on every construction, twice per batch here.
+        self._wakeup = asyncio.Event()
         self._limiter = anyio.CapacityLimiter(1)
         self._executor: ThreadPoolExecutor | None = None
         self._stack: AsyncExitStack | None = None
@@ -352,7 +354,7 @@ class Database:
             self._queue.append(_Group(jobs, atomic=atomic))
             self.run_queued()
             return [job.outcome for job in jobs]
-        done = anyio.Event()
+        done = asyncio.Event()
         self._queue.append(_Group(jobs, done, atomic=atomic))
         self._wakeup.set()
         await done.wait()
@@ -376,7 +378,7 @@ class Database:
     async def _committer(self) -> None:
         while True:
             await self._wakeup.wait()
-            self._wakeup = anyio.Event()
+            self._wakeup = asyncio.Event()
             while self._queue:
                 batch = self._take_batch()
                 envelopes: list[Envelope] = []
