@@ -204,7 +204,7 @@ class Simulation:
         # Handler failures (transient: parked, retried with backoff on the simulated clock).
         p_fail = self.rng.choice((0.0, 0.02, 0.05))
         self.chaos = ChaosPlan({"*": {"exception": p_fail}}, seed=config.seed) if p_fail else None
-        # No metrics: nothing reads them here, and they cost 5-8 % of a run.
+        # No metrics: nothing reads them here.
         settings = Settings(data_dir=data_dir, saga=config.saga, metrics=False)
         self.system: System = build_system(settings, transport=self.transport)
         self.dbs: dict[str, Database] = {}
