@@ -11,7 +11,8 @@ of the peer's (``bench.py``, one rep), alternately, at the same N and C. Every
 run's JSON line is kept under ``bench/results/`` (``compare-<stamp>-<round>-<who>.json``)
 and the last line on stdout is the comparison: medians of each side and the
 ratios ``sagas_per_s`` (ours / peer: higher is better for us) and ``p99_ms``
-(ours / peer: lower is better for us), with the load average around each run.
+(ours / peer: lower is better for us), with the load average around each run. Before
+each run, of either side, the machine settles (`settle`: dirty pages flushed, CPUs idle).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 from statistics import median
 from typing import Any
+
+from bench.saga_bench import wait_for_idle
 
 __all__ = ["compare", "main", "parse_args"]
 
@@ -114,12 +117,24 @@ def _load() -> float:
     return os.getloadavg()[0]
 
 
+def settle(idle_percent: float = 90.0, max_wait: float = 30.0) -> dict[str, float]:
+    """Before each run, for either side: flush what the last run left dirty and wait
+    until the CPUs are idle, so that no run pays for the one before it (the peer's
+    writes are still being written back when ours would start)."""
+    started = time.monotonic()
+    os.sync()
+    idle = wait_for_idle(idle_percent, max_wait)
+    return {"settle_s": round(time.monotonic() - started, 2), "idle_percent_before": idle}
+
+
 def _run(cmd: list[str], cwd: Path) -> dict[str, Any]:
+    settled = settle()
     before = _load()
     print(f"$ {' '.join(cmd)}  (load {before:.2f})", file=sys.stderr, flush=True)
     done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
     sys.stderr.write(done.stderr[-4000:])
     record = _last_run(done.stdout)
+    record |= settled
     record["compare_load_before"] = round(before, 2)
     record["compare_load_after"] = round(_load(), 2)
     return record
