@@ -69,7 +69,7 @@ def command_id(saga_id: str, step: str, direction: str, attempt: int, started: f
     sort by its start, so the participants' inboxes grow at their right edge.
     """
     # uuid5's digest (SHA-1 of namespace and name, version and variant bits set),
-    # spelt out: building the UUID object cost as much again (tests/test_orchestrator.py).
+    # spelt out: building the UUID object cost as much again (tests/test_saga_decide.py).
     name = f"{saga_id}:{step}:{direction}:{attempt}".encode()
     digest = hashlib.sha1(_NAMESPACE_BYTES + name, usedforsecurity=False).hexdigest()
     variant = _VARIANT[digest[16]]
