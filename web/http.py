@@ -3,8 +3,8 @@ the documented error responses."""
 
 from __future__ import annotations
 
+import functools
 import re
-import weakref
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -109,21 +109,11 @@ _RESERVED = frozenset({"data", "request", "state", "scope", "headers", "cookies"
 _NOT_QUERY = (BodyKwarg, HeaderParameter, CookieParameter, PathParameter)
 
 
+# Read from the handler's signature once, not on every request. (Bounded: handlers
+# cannot be weakly referenced, and a test process builds many apps.)
+@functools.lru_cache(maxsize=1024)
 def query_names(handler: HTTPRouteHandler) -> frozenset[str]:
     """The query parameters a handler declares (path and header parameters excluded)."""
-    names = _QUERY_NAMES.get(handler)
-    if names is None:
-        names = _QUERY_NAMES[handler] = _declared_query_names(handler)
-    return names
-
-
-# Read from the handler's signature once, not on every request.
-_QUERY_NAMES: weakref.WeakKeyDictionary[HTTPRouteHandler, frozenset[str]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _declared_query_names(handler: HTTPRouteHandler) -> frozenset[str]:
     names = set()
     for name, field in handler.parsed_fn_signature.parameters.items():
         kwarg = field.kwarg_definition
