@@ -204,6 +204,12 @@ class Settings:
     kafka_prefix: str = _option(
         "saga.", "prefix of topic and consumer group names (lets several systems share a broker)"
     )
+    kafka_commit_interval: float = _option(
+        KafkaSettings.commit_interval,
+        "seconds between a consumer's offset commits (0: after every batch); a crash"
+        " redelivers what was handled since, and the inboxes drop it",
+        metavar="S",
+    )
     kafka_security_protocol: str = _option("PLAINTEXT", choices=list(SECURITY_PROTOCOLS))
     kafka_sasl_mechanism: str = _option(
         "PLAIN", "with SASL_PLAINTEXT or SASL_SSL", choices=list(SASL_MECHANISMS)
@@ -365,6 +371,7 @@ def kafka_settings(settings: Settings) -> KafkaSettings:
         replication=settings.kafka_replication,
         prefix=settings.kafka_prefix,
         security=security,
+        commit_interval=settings.kafka_commit_interval,
     )
 
 

@@ -60,13 +60,23 @@ def _metadata() -> MetaData:
 TransportFactory = Callable[[], Transport]
 
 
-@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("kafka", marks=pytest.mark.kafka),
+        # Offsets committed after every batch instead of once a second: the same contract.
+        pytest.param("kafka-commit-every-batch", marks=pytest.mark.kafka),
+    ]
+)
 def new_transport(request: pytest.FixtureRequest) -> TransportFactory:
     """Makes the transport of one process; every call is a new process on the same bus."""
     if request.param == "memory":
         return lambda: InMemoryTransport(REGISTRY)
     settings = KafkaSettings(
-        bootstrap=ensure_broker(), partitions=3, prefix=f"contract-{uuid.uuid4().hex[:8]}."
+        bootstrap=ensure_broker(),
+        partitions=3,
+        prefix=f"contract-{uuid.uuid4().hex[:8]}.",
+        commit_interval=0.0 if request.param == "kafka-commit-every-batch" else 1.0,
     )
     return lambda: KafkaTransport(REGISTRY, settings)
 
