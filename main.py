@@ -79,6 +79,7 @@ from web.auth import (
     admin_guard,
     document_access,
     ensure_token,
+    is_public,
 )
 from web.http import StrictStructs, document_body_limit, edge_checks, options_routes, problems
 from web.limits import MAX_BODY_BYTES
@@ -598,8 +599,16 @@ def create_app(
     ]
     document_access(handlers)
     document_body_limit(handlers)
-    # The OPTIONS handlers first: Litestar then adds none. The assets' router last.
-    routes = [*options_routes(handlers), *handlers, static_router()]
+    # The token guards every handler not marked public, through one router: a public
+    # route (placing an order) then runs no guard at all (Litestar copies the handler
+    # for each guard it calls). The OPTIONS handlers first: Litestar then adds none.
+    # The assets' router (public) last.
+    admin = Router(
+        "/",
+        route_handlers=[*options_routes(handlers), *(h for h in handlers if not is_public(h))],
+        guards=[admin_guard(token)],
+    )
+    routes = [admin, *(h for h in handlers if is_public(h)), static_router()]
     app = Litestar(
         route_handlers=routes,
         lifespan=[lifespan],
@@ -611,7 +620,6 @@ def create_app(
         request_max_body_size=MAX_BODY_BYTES,
         before_request=_before_request,
         plugins=[StrictStructs(), *_tracing_plugins()],
-        guards=[admin_guard(token)],
         logging_config=None,  # main() configures logging for the whole process
         openapi_config=OpenAPIConfig(
             title="Saga checkout",
