@@ -200,7 +200,11 @@ class Settings:
         "memory", "the in-process bus (default) or Apache Kafka", choices=["memory", "kafka"]
     )
     kafka_bootstrap: str = _option("127.0.0.1:9092", metavar="HOST:PORT")
-    kafka_partitions: int = _option(8)
+    kafka_partitions: int = _option(
+        KafkaSettings.partitions,
+        "partitions of each topic the app creates: how many processes may share one module's"
+        " consumer group (topics that exist keep theirs)",
+    )
     kafka_replication: int = _option(1)
     kafka_prefix: str = _option(
         "saga.", "prefix of topic and consumer group names (lets several systems share a broker)"
