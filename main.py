@@ -199,15 +199,17 @@ class Settings:
     bus: str = _option(
         "memory", "the in-process bus (default) or Apache Kafka", choices=["memory", "kafka"]
     )
-    kafka_bootstrap: str = _option("127.0.0.1:9092", metavar="HOST:PORT")
+    # The Kafka defaults are the transport's own (bus/kafka.py), declared there once.
+    kafka_bootstrap: str = _option(KafkaSettings.bootstrap, metavar="HOST:PORT")
     kafka_partitions: int = _option(
         KafkaSettings.partitions,
         "partitions of each topic the app creates: how many processes may share one module's"
         " consumer group (topics that exist keep theirs)",
     )
-    kafka_replication: int = _option(1)
+    kafka_replication: int = _option(KafkaSettings.replication)
     kafka_prefix: str = _option(
-        "saga.", "prefix of topic and consumer group names (lets several systems share a broker)"
+        KafkaSettings.prefix,
+        "prefix of topic and consumer group names (lets several systems share a broker)",
     )
     kafka_commit_interval: float = _option(
         KafkaSettings.commit_interval,
