@@ -11,7 +11,7 @@ import gc
 import importlib
 import logging
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, fields, replace
 from functools import partial
@@ -45,6 +45,7 @@ from bus.kafka import (
     KafkaTransport,
     check_access,
 )
+from bus.local import LocalTransport
 from bus.memory import InMemoryTransport
 from bus.messages import Message, MessageRegistry
 from bus.module import ModuleHandle
@@ -197,7 +198,10 @@ class Settings:
         type=_checked(SagaTimeouts.parse),
     )
     bus: str = _option(
-        "memory", "the in-process bus (default) or Apache Kafka", choices=["memory", "kafka"]
+        "memory",
+        "the in-process bus (default), local (processes on one machine sharing --data-dir,"
+        " each reading the modules' outboxes: see --modules) or Apache Kafka",
+        choices=["memory", "local", "kafka"],
     )
     # The Kafka defaults are the transport's own (bus/kafka.py), declared there once.
     kafka_bootstrap: str = _option(KafkaSettings.bootstrap, metavar="HOST:PORT")
@@ -400,11 +404,17 @@ def retention_of(settings: Settings) -> Retention:
     return retention
 
 
-def _transport(settings: Settings, registry: MessageRegistry) -> Transport:
+def _transport(settings: Settings, registry: MessageRegistry, modules: Iterable[str]) -> Transport:
     if settings.bus == "kafka":
         kafka = kafka_settings(settings)
         retention_ms = int(parse_duration(settings.kafka_retention) * 1000)
         return KafkaTransport(registry, replace(kafka, retention_ms=retention_ms))
+    if settings.bus == "local":
+        # Every module's database, whichever process runs it (each module's build
+        # names its file so: <data dir>/<module>.sqlite3).
+        data_dir = settings.data_dir
+        sources = {name: data_dir / f"{name}.sqlite3" for name in modules}
+        return LocalTransport(registry, sources, data_dir / "bus")
     return InMemoryTransport(registry)
 
 
@@ -447,7 +457,8 @@ def build_system(
     retention = retention_of(settings)
     common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
     registry = MessageRegistry.from_contracts(*contracts.values())
-    bus = transport or _transport(settings, registry)
+    every_module = (*MODULES, *(p.name for p in flow.participants))
+    bus = transport or _transport(settings, registry, every_module)
     if chaos is not None:
         bus = ChaosTransport(bus, chaos)
     wanted = parse_modules(settings.modules, tuple(p.name for p in flow.participants))
@@ -712,6 +723,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         retention_of(settings)
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.bus == "local" and settings.chaos:
+        # Its copies and delays act on publish, which this transport only uses to wake.
+        parser.error("--chaos needs the memory or kafka bus (not local)")
     return settings
 
 

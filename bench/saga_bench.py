@@ -333,9 +333,17 @@ async def drive(
 SPLIT = ("order", "payment", "inventory", "shipping", "checkout")
 
 
+def layout(args: argparse.Namespace) -> tuple[str, ...]:
+    """The modules of each process the app runs as (``all``: one process)."""
+    if args.processes:
+        return tuple(args.processes.split("/"))
+    return SPLIT if args.split else ("all",)
+
+
 class App:
     """The app as subprocesses on a fresh data dir and free ports: one process with
-    every module, or (``split``, over Kafka) one process per module."""
+    every module, or several, each running the modules of one entry of ``layout``
+    (``--split``: one per module; ``--processes``: any grouping)."""
 
     def __init__(
         self,
@@ -344,7 +352,7 @@ class App:
         saga: str = "orchestration",
         bus: str = "memory",
         kafka_bootstrap: str = "127.0.0.1:9092",
-        split: bool = False,
+        layout: Sequence[str] = ("all",),
     ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="saga-bench-"))
         self.data_dir = self.workdir / "data"
@@ -353,14 +361,17 @@ class App:
         self.bus = bus
         self.kafka_bootstrap = kafka_bootstrap
         self.keep = keep
-        self.ports = {name: free_port() for name in (SPLIT if split else ("all",))}
+        self.ports = {modules: free_port() for modules in layout}
         self.log_path = self.workdir / "app.log"
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.killed = False
         self.extra_args: list[str] = []  # --app-args
 
     def url_of(self, module: str) -> str:
-        return f"http://127.0.0.1:{self.ports.get(module, self.ports.get('all'))}"
+        port = next(
+            p for modules, p in self.ports.items() if module in (*modules.split(","), "all")
+        )
+        return f"http://127.0.0.1:{port}"
 
     @property
     def url(self) -> str:
@@ -395,13 +406,14 @@ class App:
                 )  # fmt: skip
         deadline = time.monotonic() + 60
         async with httpx.AsyncClient(timeout=2) as client:
-            for module in self.ports:
+            for module, port in self.ports.items():
                 while True:
                     proc = self.procs[module]
                     if proc.returncode is not None:
                         raise RuntimeError(f"app exited with {proc.returncode}: {self.log_tail()}")
                     with contextlib.suppress(httpx.TransportError):
-                        if (await client.get(f"{self.url_of(module)}/health")).status_code == 200:
+                        health = await client.get(f"http://127.0.0.1:{port}/health")
+                        if health.status_code == 200:
                             break
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"app not healthy after 60 s: {self.log_tail()}")
@@ -453,7 +465,9 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
     app = (
         None
         if args.url
-        else App(args.synchronous, args.keep, args.saga, args.bus, args.kafka_bootstrap, args.split)
+        else App(
+            args.synchronous, args.keep, args.saga, args.bus, args.kafka_bootstrap, layout(args)
+        )
     )
     tag = f"b{os.getpid()}x{int(time.time()) % 100000}"
     workload = Workload.build(tag, args.fail_fraction, args.fail_mode, args.seed)
@@ -647,6 +661,8 @@ def child_argv(args: argparse.Namespace) -> list[str]:
     ]
     if args.split:
         argv.append("--split")
+    if args.processes:
+        argv += ["--processes", args.processes]
     if args.poll:
         argv.append("--poll")
     if args.soak:
@@ -790,13 +806,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--reps", type=int, default=1, help="runs, each in a fresh process")
     parser.add_argument(
-        "--bus", choices=["memory", "kafka"], default="memory", help="the spawned app's bus"
+        "--bus",
+        choices=["memory", "local", "kafka"],
+        default="memory",
+        help="the spawned app's bus",
     )
     parser.add_argument("--kafka-bootstrap", default="127.0.0.1:9092")
     parser.add_argument(
         "--split",
         action="store_true",
-        help="with --bus kafka: one process per module (five), instead of one with all",
+        help="with --bus kafka or local: one process per module (five), instead of one with all",
+    )
+    parser.add_argument(
+        "--processes",
+        metavar="SPEC",
+        help="with --bus kafka or local: the processes' modules, '/' between processes, e.g."
+        " order,payment,inventory,shipping/checkout",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of prices and order lines")
     parser.add_argument("--keep", action="store_true", help="keep the spawned app's data dir")

@@ -1,5 +1,6 @@
 """The same saga with every module in its own process, talking only through a real Kafka
-broker: every path in both modes, a process killed under load, the broker restarted."""
+broker, or through the local bus (each process reading the others' outboxes): every path
+in both modes, a process killed under load, the broker restarted."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.kafka_broker import ROOT, ensure_broker
 from tests.process import AppProcess
 from tests.support import ADMIN, order_body, quiescent, wait_for
 
-pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 MODULES = ("order", "payment", "inventory", "shipping", "checkout")
 PRODUCTS = {"mug": (1200, 12), "tea": (500, 4)}
@@ -42,15 +43,25 @@ class Cluster:
         return "\n".join(f"--- {name}\n{p.tail(30)}" for name, p in self.processes.items())
 
 
+@pytest.fixture(params=[pytest.param("kafka", marks=pytest.mark.kafka), "local"])
+def bus(request: pytest.FixtureRequest) -> str:
+    """The transport between the processes."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def cluster(tmp_path: Path, saga_mode: str) -> AsyncIterator[Cluster]:
-    bootstrap = ensure_broker()
+async def cluster(tmp_path: Path, saga_mode: str, bus: str) -> AsyncIterator[Cluster]:
     data_dir = tmp_path / "data"
-    common = (
-        "--bus", "kafka", "--kafka-bootstrap", bootstrap, "--kafka-partitions", "3",
-        "--kafka-prefix", f"it-{uuid.uuid4().hex[:8]}.", "--saga", saga_mode,
-        "--log-level", "WARNING", "--timeouts", "step=5,attempts=4,saga=120",
+    common: tuple[str, ...] = (
+        "--saga", saga_mode, "--log-level", "WARNING", "--timeouts", "step=5,attempts=4,saga=120",
     )  # fmt: skip
+    if bus == "kafka":
+        common += (
+            "--bus", "kafka", "--kafka-bootstrap", ensure_broker(), "--kafka-partitions", "3",
+            "--kafka-prefix", f"it-{uuid.uuid4().hex[:8]}.",
+        )  # fmt: skip
+    else:
+        common += ("--bus", bus)
     processes = {
         name: AppProcess(data_dir, tmp_path / f"{name}.log", *common, "--modules", name)
         for name in MODULES
@@ -192,6 +203,8 @@ async def test_a_process_killed_under_load_loses_and_repeats_nothing(
     assert _audit(cluster) == [], cluster.logs()
 
 
+@pytest.mark.kafka
+@pytest.mark.parametrize("bus", ["kafka"])
 async def test_a_broker_restart_under_load_is_survived(cluster: Cluster, saga_mode: str) -> None:
     await _seed(cluster)
 
