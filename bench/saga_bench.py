@@ -369,7 +369,9 @@ class App:
 
     def url_of(self, module: str) -> str:
         port = next(
-            p for modules, p in self.ports.items() if module in (*modules.split(","), "all")
+            port
+            for modules, port in self.ports.items()
+            if modules == "all" or module in modules.split(",")
         )
         return f"http://127.0.0.1:{port}"
 

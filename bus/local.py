@@ -63,19 +63,25 @@ class _Reader:
         self.saved = position
         self.conn: sqlite3.Connection | None = None
         self.wakeup = anyio.Event()
+        # One statement: the rows of the subscription's types and the last row of the
+        # log (whatever its type), so that the position passes the rows it skips.
         where = ""
         if sub.types is not None:
-            where = f" AND type IN ({', '.join('?' for _ in sub.types)})"
+            where = (
+                f" AND (type IN ({', '.join('?' for _ in sub.types)})"  # noqa: S608 - placeholders
+                " OR seq = (SELECT max(seq) FROM outbox))"
+            )
         self.query = (
             f"SELECT seq, {_COLUMNS} FROM outbox"  # noqa: S608 - constants and placeholders
-            f" WHERE seq > ? AND seq <= ?{where} ORDER BY seq LIMIT ?"
+            f" WHERE seq > ?{where} ORDER BY seq LIMIT ?"
         )
 
     def fetch(self, limit: int) -> tuple[list[Any], int]:
         """The next rows of the subscription's types, and the position after them.
 
-        The end of the log is read first: the rows after it are left for the
-        next fetch, so the position never passes a row that was not seen.
+        A snapshot of the log holds every row up to its last one: rows are numbered
+        in commit order (one writer, ``AUTOINCREMENT``), so the position never passes
+        a row that a later read could still see.
         """
         conn = self.conn
         if conn is None:
@@ -85,20 +91,21 @@ class _Reader:
                 f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
             self.conn = conn
+        params: list[Any] = [self.position]
+        if self.sub.types is not None:
+            params.extend(self.sub.types)
+        params.append(limit)
         try:
-            (end,) = conn.execute("SELECT coalesce(max(seq), 0) FROM outbox").fetchone()
-            if end <= self.position:
-                return [], self.position
-            params: list[Any] = [self.position, end]
-            if self.sub.types is not None:
-                params.extend(self.sub.types)
-            params.append(limit)
             rows = conn.execute(self.query, params).fetchall()
         except sqlite3.OperationalError as exc:  # the module is creating its schema
             log.debug("local bus: %s not readable yet: %r", self.path, exc)
             return [], self.position
-        if len(rows) == limit:
-            end = rows[-1][0]
+        if not rows:
+            return [], self.position
+        end = rows[-1][0]
+        wanted = self.sub.wanted
+        if wanted is not None and rows[-1][2] not in wanted:
+            rows.pop()  # the log's last row, read for its number only
         return rows, end
 
     def close(self) -> None:
@@ -108,11 +115,12 @@ class _Reader:
 
 
 class _Subscription:
-    __slots__ = ("handler", "name", "readers", "types")
+    __slots__ = ("handler", "name", "readers", "types", "wanted")
 
     def __init__(self, name: str, types: Collection[str] | None, handler: BatchHandler) -> None:
         self.name = name
         self.types = None if types is None else tuple(sorted(types))
+        self.wanted = None if types is None else frozenset(types)
         self.handler = handler
         self.readers: list[_Reader] = []
 
@@ -157,10 +165,13 @@ class LocalTransport:
         self._subscriptions.append(_Subscription(subscription, types, handler))
 
     def publish(self, envelopes: Sequence[Envelope], on_delivered: DeliveredCallback) -> None:
-        """The rows are in their outbox already (committed): wake their readers."""
-        for source in {envelope.source for envelope in envelopes}:
-            self._wake(source)
-            self._tell_peers(source)
+        """The rows are in their outbox already (committed): wake the readers of their types."""
+        types: dict[str, set[str]] = {}
+        for envelope in envelopes:
+            types.setdefault(envelope.source, set()).add(envelope.type)
+        for source, emitted in types.items():
+            self._wake(source, emitted)
+            self._tell_peers(f"{source}\t{','.join(emitted)}".encode())
         on_delivered(envelopes)
 
     async def run(self) -> None:
@@ -216,9 +227,13 @@ class LocalTransport:
             with anyio.move_on_after(self.poll_interval):
                 await reader.wakeup.wait()
 
-    def _wake(self, source: str) -> None:
+    def _wake(self, source: str, types: Collection[str]) -> None:
+        """Wake the readers of ``source`` that subscribe to any of ``types`` (the others
+        pass those rows at their next read)."""
         for reader in self._by_source.get(source, ()):
-            reader.wakeup.set()
+            wanted = reader.sub.wanted
+            if wanted is None or not wanted.isdisjoint(types):
+                reader.wakeup.set()
 
     # -- positions -------------------------------------------------------------
 
@@ -289,14 +304,15 @@ class LocalTransport:
 
     def _on_datagrams(self) -> None:
         assert self._socket is not None
-        sources: set[bytes] = set()
+        received: set[bytes] = set()
         while True:
             try:
-                sources.add(self._socket.recv(256))
+                received.add(self._socket.recv(4096))
             except (BlockingIOError, InterruptedError):
                 break
-        for source in sources:
-            self._wake(source.decode())
+        for datagram in received:
+            source, _, types = datagram.decode().partition("\t")
+            self._wake(source, types.split(","))
 
     def _refresh_peers(self) -> None:
         try:
@@ -305,11 +321,11 @@ class LocalTransport:
             names = set()
         self._peers = {name: self._address(name) for name in names}
 
-    def _tell_peers(self, source: str) -> None:
+    def _tell_peers(self, message: bytes) -> None:
+        """Send ``message`` (a source and the types it emitted) to every other process."""
         sock = self._socket
         if sock is None:
             return
-        message = source.encode()
         for name, address in list(self._peers.items()):
             try:
                 sock.sendto(message, address)
