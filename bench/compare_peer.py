@@ -53,6 +53,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="wal-full",
         help="the peer's SQLite profile (default wal-full: the same durability as ours at FULL)",
     )
+    parser.add_argument(
+        "--bus", default="memory", choices=["memory", "local"], help="ours (default memory)"
+    )
+    parser.add_argument(
+        "--processes",
+        metavar="SPEC",
+        help="ours, with --bus local: the processes' modules, '/' between processes"
+        " (e.g. order,payment,inventory,shipping/checkout)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where the peer is copied")
     parser.add_argument("--results", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -151,8 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     ours_cmd = [
         sys.executable, "-m", "bench.saga_bench", "--n", str(args.n), "--warmup", str(args.warmup),
         "--concurrency", str(args.concurrency), "--clients", str(args.clients),
-        "--synchronous", args.synchronous,
+        "--synchronous", args.synchronous, "--bus", args.bus,
     ]  # fmt: skip
+    if args.processes:
+        ours_cmd += ["--processes", args.processes]
     peer_cmd = [
         str(peer_python), "bench.py", "--n", str(args.n), "--warmup", str(args.warmup),
         "--reps", "1", "--concurrency-list", str(args.concurrency),
@@ -174,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n,
         "concurrency": args.concurrency,
         "synchronous": args.synchronous,
+        "bus": args.bus,
+        "processes": args.processes,
         "peer_profile": args.peer_profile,
         "stamp": stamp,
     }

@@ -15,10 +15,11 @@ the consumers' inboxes drop it. Delivery is therefore at least once, in
 that one module emits), like Kafka's per-partition order.
 
 Nothing polls fast: after each commit the relay's ``publish`` wakes the
-readers of that source in this process and sends one datagram naming the
-source to every other process of the same state directory (abstract Unix
-sockets, listed as files under ``peers/``). A slow poll (``poll_interval``)
-covers a process that started after the datagram was sent.
+readers of the emitted types in this process and sends one datagram naming
+the source and those types to every other process of the same state
+directory (abstract Unix sockets, listed as files under ``peers/``). A slow
+poll (``poll_interval``) covers a process that started after the datagram
+was sent.
 
 Meant for one machine (the files are shared); across machines, Kafka.
 """

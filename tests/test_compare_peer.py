@@ -40,3 +40,11 @@ def test_the_ratios_are_ours_over_the_peers_medians() -> None:
     assert result["ours"]["sagas_per_s_each"] == [500, 700, 600]
     with pytest.raises(ValueError, match="at least one run"):
         compare(ours, [])
+
+
+def test_our_side_can_run_as_processes_over_the_local_bus() -> None:
+    args = parse_args(["--peer", "p", "--bus", "local", "--processes", "order/checkout"])
+    assert (args.bus, args.processes) == ("local", "order/checkout")
+    assert parse_args(["--peer", "p"]).bus == "memory"
+    with pytest.raises(SystemExit):
+        parse_args(["--peer", "p", "--bus", "kafka"])  # the peer runs on no broker either
