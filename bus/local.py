@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import socket
 import sqlite3
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,15 @@ from bus.messages import ENVELOPE_COLUMNS, Envelope, MessageRegistry, envelope_f
 from bus.ports import BatchHandler, DeliveredCallback
 from bus.retry import backoff
 
-__all__ = ["LocalTransport"]
+__all__ = ["LocalTransport", "SubscriptionTakenError"]
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ", ".join(ENVELOPE_COLUMNS)
+
+
+class SubscriptionTakenError(Exception):
+    """Another process runs this subscription on the same state directory."""
 
 
 class _Reader:
@@ -158,6 +163,11 @@ class LocalTransport:
         self._socket: socket.socket | None = None
         self._peers: dict[str, bytes] = {}
 
+    @property
+    def peers(self) -> frozenset[str]:
+        """The other processes this one wakes after its commits."""
+        return frozenset(self._peers)
+
     # -- the port --------------------------------------------------------------
 
     def subscribe(
@@ -176,8 +186,34 @@ class LocalTransport:
         on_delivered(envelopes)
 
     async def run(self) -> None:
+        """Deliver until cancelled. Raises ``SubscriptionTakenError`` while another process
+        runs one of these subscriptions (a standby: retried, it takes over once that
+        process is gone)."""
         (self.state_dir / "positions").mkdir(parents=True, exist_ok=True, mode=0o700)
         (self.state_dir / "peers").mkdir(exist_ok=True, mode=0o700)
+        with contextlib.ExitStack() as locks:
+            for sub in self._subscriptions:
+                locks.enter_context(self._claim(sub.name))
+            await self._deliver()
+
+    @contextlib.contextmanager
+    def _claim(self, subscription: str) -> Iterator[None]:
+        """Hold the subscription's lock file: one process reads for a subscription, or
+        two would each handle everything and overwrite each other's positions."""
+        path = self.state_dir / "positions" / f"{subscription}.lock"
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SubscriptionTakenError(
+                    f"subscription {subscription} is run by another process ({path})"
+                ) from None
+            yield
+        finally:
+            os.close(descriptor)  # releases the lock
+
+    async def _deliver(self) -> None:
         for sub in self._subscriptions:
             saved = self._load_positions(sub.name)
             for source, path in self.sources.items():
@@ -292,6 +328,7 @@ class LocalTransport:
         self._socket = sock
         (self.state_dir / "peers" / self._name).touch(mode=0o600)
         self._refresh_peers()
+        self._tell_peers(b"")  # hello: the others list the peers again (an empty source)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._on_datagrams)
 
     def _stop_listening(self) -> None:
@@ -313,7 +350,10 @@ class LocalTransport:
                 break
         for datagram in received:
             source, _, types = datagram.decode().partition("\t")
-            self._wake(source, types.split(","))
+            if source:
+                self._wake(source, types.split(","))
+            else:
+                self._refresh_peers()
 
     def _refresh_peers(self) -> None:
         try:

@@ -1,0 +1,107 @@
+"""What the local bus adds to the transport contract (tests/test_bus_contract.py): a commit
+in one process wakes the readers in another at once, without the slow poll; one process
+at a time runs a subscription; positions survive a restart."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import pytest
+
+from bus.local import LocalTransport, SubscriptionTakenError
+from bus.messages import Envelope
+from bus.relay import OutboxRelay
+from bus.sqlite import Database, Tx
+from tests.support import wait_for
+from tests.test_bus_contract import REGISTRY, Charged, _metadata
+
+pytestmark = pytest.mark.anyio
+
+NEVER = 3600.0  # a poll interval no test waits for
+
+
+def _transport(tmp_path: Path, *, poll_interval: float = NEVER) -> LocalTransport:
+    sources = {"ledger": tmp_path / "n.sqlite3"}
+    return LocalTransport(REGISTRY, sources, tmp_path / "bus", poll_interval=poll_interval)
+
+
+async def test_a_commit_in_one_process_wakes_a_reader_in_another_without_polling(
+    tmp_path: Path,
+) -> None:
+    writer, reader = _transport(tmp_path), _transport(tmp_path)
+    received: list[str] = []
+
+    async def handle(batch: Sequence[Envelope]) -> None:
+        received.extend(e.message_id for e in batch)
+
+    reader.subscribe("audit", [Charged.TYPE], handle)
+    async with (
+        Database(tmp_path / "n.sqlite3", "ledger", _metadata()) as db,
+        anyio.create_task_group() as tg,
+    ):
+        OutboxRelay(db, writer, REGISTRY)
+        tg.start_soon(writer.run)
+        tg.start_soon(reader.run)
+        # The writer knows the reader (started after it: told by the reader's hello).
+        await wait_for(lambda: len(writer.peers) == 1, deadline=10)
+        for n in range(3):
+
+            def emit(tx: Tx, n: int = n) -> str:
+                return tx.emit(Charged(order_id=f"o{n}", n=n)).message_id
+
+            message_id = await db.transact(emit)
+            # Wakes within the deadline only through the writer's datagram: no poll runs.
+            await wait_for(lambda m=message_id: m in received, deadline=5)
+        tg.cancel_scope.cancel()
+
+
+async def test_one_process_at_a_time_runs_a_subscription(tmp_path: Path) -> None:
+    first, second = _transport(tmp_path), _transport(tmp_path)
+
+    async def handle(batch: Sequence[Envelope]) -> None:
+        pass
+
+    first.subscribe("payment", [Charged.TYPE], handle)
+    second.subscribe("payment", [Charged.TYPE], handle)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first.run)
+        await wait_for(
+            lambda: (tmp_path / "bus" / "positions" / "payment.lock").exists(), deadline=10
+        )
+        await anyio.sleep(0.05)
+        with pytest.raises(SubscriptionTakenError, match="payment"):
+            await second.run()
+        tg.cancel_scope.cancel()
+    # The first one is gone: the standby takes over.
+    with anyio.move_on_after(0.2) as scope:
+        await second.run()
+    assert scope.cancelled_caught
+
+
+async def test_positions_are_saved_on_a_clean_stop_and_read_at_start(tmp_path: Path) -> None:
+    handled: list[int] = []
+
+    async def handle(batch: Sequence[Envelope]) -> None:
+        handled.extend(e.message.n for e in batch if isinstance(e.message, Charged))
+
+    async with Database(tmp_path / "n.sqlite3", "ledger", _metadata()) as db:
+
+        def emit(tx: Tx) -> None:
+            for n in range(4):
+                tx.emit(Charged(order_id=f"o{n}", n=n))
+
+        await db.transact(emit)
+        for _ in range(2):  # a restart reads on from where the last run stopped
+            transport = _transport(tmp_path, poll_interval=0.05)
+            transport.subscribe("audit", [Charged.TYPE], handle)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(transport.run)
+                await wait_for(lambda: len(handled) >= 4, deadline=10)
+                await anyio.sleep(0.2)  # a few polls more: nothing new
+                tg.cancel_scope.cancel()
+    assert handled == [0, 1, 2, 3]
+    saved = json.loads((tmp_path / "bus" / "positions" / "audit.json").read_text())
+    assert saved == {"ledger": 4}
