@@ -209,6 +209,8 @@ class Workload:
 @dataclass
 class Phase:
     latencies_ms: list[float] = field(default_factory=list)
+    # The same latencies by final status: a compensated saga runs twice the messages.
+    by_status_ms: dict[str, list[float]] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     requests: int = 0
@@ -287,6 +289,7 @@ async def one_saga(
     phase.latencies_ms.append((end - start) * 1000)
     status = body["status"]
     phase.outcomes[status] = phase.outcomes.get(status, 0) + 1
+    phase.by_status_ms.setdefault(status, []).append((end - start) * 1000)
     failure = workload.failure(index)
     want = "CANCELLED" if failure else "COMPLETED"
     if status != want or (failure and body.get("reason") != REASONS[failure]):
@@ -565,6 +568,10 @@ async def run_once(args: argparse.Namespace) -> dict[str, Any]:
                 "p95_ms": round(percentile(lat, 95), 2),
                 "p99_ms": round(percentile(lat, 99), 2),
                 "max_ms": round(lat[-1], 2) if lat else math.nan,
+                "latency_by_status_ms": {
+                    status: {f"p{p}": round(percentile(sorted(values), p), 2) for p in (50, 95, 99)}
+                    for status, values in sorted(phase.by_status_ms.items())
+                },
                 "outcomes": {
                     "COMPLETED": phase.outcomes.get("COMPLETED", 0),
                     "CANCELLED": phase.outcomes.get("CANCELLED", 0),

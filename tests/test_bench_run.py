@@ -39,3 +39,4 @@ def test_a_short_run_places_every_order_and_audits_clean(
     assert record["violations"] == 0, record
     assert sum(record["outcomes"].values()) == n
     assert record["outcomes"].keys() <= {"COMPLETED", "CANCELLED"}
+    assert record["latency_by_status_ms"].keys() <= {"COMPLETED", "CANCELLED"}
