@@ -562,6 +562,9 @@ def create_app(
             checkout=system.checkout.db.path if system.checkout is not None else None,
             stuck_after=settings.stuck_after,
             kafka_lag=_kafka_lag(system.transport),
+            local_lag=system.transport.lag
+            if isinstance(system.transport, LocalTransport)
+            else None,
         )
     )
 

@@ -168,6 +168,33 @@ class LocalTransport:
         """The other processes this one wakes after its commits."""
         return frozenset(self._peers)
 
+    def lag(self) -> dict[tuple[str, str], int]:
+        """Rows of each source's outbox past each subscription's position (rows of every
+        type: an upper bound of what it has to read), by (subscription, source).
+
+        Thread-safe (a scrape runs in a worker thread): its own connections, and the
+        positions only read.
+        """
+        ends: dict[str, int] = {}
+        for source, path in self.sources.items():
+            if not path.exists():
+                continue
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+                ) as conn:
+                    (ends[source],) = conn.execute(
+                        "SELECT coalesce(max(seq), 0) FROM outbox"
+                    ).fetchone()
+            except sqlite3.OperationalError:
+                continue
+        return {
+            (sub.name, reader.source): max(0, ends[reader.source] - reader.position)
+            for sub in self._subscriptions
+            for reader in list(sub.readers)
+            if reader.source in ends
+        }
+
     # -- the port --------------------------------------------------------------
 
     def subscribe(

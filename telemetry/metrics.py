@@ -251,7 +251,8 @@ class DatabaseCollector(Collector):
     ``modules`` maps each module this process runs to its SQLite file (for the
     outbox backlog and dead letters); ``checkout`` is checkout's file, if this
     process runs it (for sagas in flight and stuck); ``kafka_lag`` returns the
-    consumer lag per (group, topic, partition) when the Kafka bus is used.
+    consumer lag per (group, topic, partition) when the Kafka bus is used, and
+    ``local_lag`` the rows per (subscription, source) with the local bus.
     """
 
     def __init__(
@@ -261,11 +262,13 @@ class DatabaseCollector(Collector):
         checkout: Path | None = None,
         stuck_after: float = 60.0,
         kafka_lag: Callable[[], Mapping[tuple[str, str, int], int]] | None = None,
+        local_lag: Callable[[], Mapping[tuple[str, str], int]] | None = None,
     ) -> None:
         self.modules = dict(modules)
         self.checkout = checkout
         self.stuck_after = stuck_after
         self.kafka_lag = kafka_lag
+        self.local_lag = local_lag
 
     def collect(self) -> Iterable[Metric]:
         backlog = GaugeMetricFamily(
@@ -301,6 +304,16 @@ class DatabaseCollector(Collector):
             for (group, topic, partition), records in sorted(self.kafka_lag().items()):
                 lag.add_metric([group, topic, str(partition)], records)
             yield lag
+        if self.local_lag is not None:
+            rows = GaugeMetricFamily(
+                "bus_local_lag",
+                "Outbox rows of a source past a subscription's position (the local bus;"
+                " rows of every type, so an upper bound)",
+                labels=["subscription", "source"],
+            )
+            for (subscription, source), behind in sorted(self.local_lag().items()):
+                rows.add_metric([subscription, source], behind)
+            yield rows
 
     def _sagas(self, path: Path) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily(

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.invariants import audit
 from tests.kafka_broker import ROOT, ensure_broker
@@ -134,7 +135,7 @@ def _audit(cluster: Cluster) -> list[str]:
     return audit(cluster.data_dir, initial_stock=stock, initial_balance=CUSTOMERS)
 
 
-async def test_every_saga_path_completes_across_five_processes(cluster: Cluster) -> None:
+async def test_every_saga_path_completes_across_five_processes(cluster: Cluster, bus: str) -> None:
     await _seed(cluster)
     cases = [
         (order_body("ada", {"mug": 1, "tea": 1}), "COMPLETED", None),
@@ -155,6 +156,22 @@ async def test_every_saga_path_completes_across_five_processes(cluster: Cluster)
             return bool(timeline[-1]["type"] == "order.OrderCompleted")
 
         await wait_for(tracked_to_the_end, deadline=30, what="the timeline's last event")
+        if bus == "local":
+            # Checkout's two subscriptions read every module's outbox to its end.
+            lag: dict[tuple[str, str], float] = {}
+
+            async def caught_up() -> bool:
+                text = (await client.get(f"{cluster.url('checkout')}/metrics")).text
+                lag.clear()
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        if sample.name == "bus_local_lag":
+                            key = (sample.labels["subscription"], sample.labels["source"])
+                            lag[key] = sample.value
+                wanted = {(sub, m) for sub in ("checkout", "tracker") for m in MODULES}
+                return set(lag) == wanted and not any(lag.values())
+
+            await wait_for(caught_up, deadline=30, what="checkout's subscriptions caught up")
     await wait_for(lambda: quiescent(cluster.data_dir), deadline=60)
 
     assert [(f["status"], f["reason"]) for f in finals] == [(s, r) for _, s, r in cases]

@@ -105,3 +105,27 @@ async def test_positions_are_saved_on_a_clean_stop_and_read_at_start(tmp_path: P
     assert handled == [0, 1, 2, 3]
     saved = json.loads((tmp_path / "bus" / "positions" / "audit.json").read_text())
     assert saved == {"ledger": 4}
+
+
+async def test_the_lag_counts_the_rows_a_subscription_has_still_to_pass(tmp_path: Path) -> None:
+    gate = anyio.Event()
+
+    async def handle(batch: Sequence[Envelope]) -> None:
+        await gate.wait()
+
+    async with Database(tmp_path / "n.sqlite3", "ledger", _metadata()) as db:
+
+        def emit(tx: Tx) -> None:
+            for n in range(4):
+                tx.emit(Charged(order_id=f"o{n}", n=n))
+
+        await db.transact(emit)
+        transport = _transport(tmp_path, poll_interval=0.05)
+        transport.subscribe("audit", [Charged.TYPE], handle)
+        assert transport.lag() == {}  # not running: no positions yet
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(transport.run)
+            await wait_for(lambda: transport.lag() == {("audit", "ledger"): 4}, deadline=10)
+            gate.set()
+            await wait_for(lambda: transport.lag() == {("audit", "ledger"): 0}, deadline=10)
+            tg.cancel_scope.cancel()
