@@ -375,8 +375,10 @@ class LocalTransport:
                 received.add(self._socket.recv(4096))
             except (BlockingIOError, InterruptedError):
                 break
+        # Any local process can send to an abstract socket: a datagram only ever wakes
+        # readers (which then read the databases), so a stray one costs a read.
         for datagram in received:
-            source, _, types = datagram.decode().partition("\t")
+            source, _, types = datagram.decode(errors="replace").partition("\t")
             if source:
                 self._wake(source, types.split(","))
             else:
@@ -403,3 +405,7 @@ class LocalTransport:
                 # Gone (a killed process leaves its file): forget it.
                 del self._peers[name]
                 (self.state_dir / "peers" / name).unlink(missing_ok=True)
+            except OSError as exc:
+                # Never an error for the commit that called this: the poll still reads.
+                log.debug("local bus: no wakeup sent to %s: %r", name, exc)
+                del self._peers[name]
