@@ -18,6 +18,15 @@ pytestmark = [pytest.mark.anyio, pytest.mark.kafka, pytest.mark.slow]
 
 # The five-process cluster over a real broker, one process per module.
 cluster = five_processes.cluster
+
+
+@pytest.fixture
+def bus() -> str:
+    """The cluster's transport: Kafka here (the local bus runs the same processes in
+    tests/test_kafka_processes.py)."""
+    return "kafka"
+
+
 CLI = Path(sys.executable).parent / "saga-checkout"
 
 
