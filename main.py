@@ -45,7 +45,7 @@ from bus.kafka import (
     KafkaTransport,
     check_access,
 )
-from bus.local import LocalTransport
+from bus.local import LocalTransport, SourceMismatchError, database_file
 from bus.memory import InMemoryTransport
 from bus.messages import Message, MessageRegistry
 from bus.module import ModuleHandle
@@ -410,10 +410,10 @@ def _transport(settings: Settings, registry: MessageRegistry, modules: Iterable[
         retention_ms = int(parse_duration(settings.kafka_retention) * 1000)
         return KafkaTransport(registry, replace(kafka, retention_ms=retention_ms))
     if settings.bus == "local":
-        # Every module's database, whichever process runs it (each module's build
-        # names its file so: <data dir>/<module>.sqlite3).
+        # Every module's database, whichever process runs it (build_system holds the
+        # modules of this process to the same files).
         data_dir = settings.data_dir
-        sources = {name: data_dir / f"{name}.sqlite3" for name in modules}
+        sources = {name: database_file(data_dir, name) for name in modules}
         return LocalTransport(registry, sources, data_dir / "bus")
     return InMemoryTransport(registry)
 
@@ -492,6 +492,10 @@ def build_system(
             **common,
         )
         modules.append(checkout)
+    local = getattr(bus, "inner", bus)  # under ChaosTransport
+    if isinstance(local, LocalTransport):
+        for module in modules:
+            local.check(module.name, module.db.path)
     choreography = None if orchestrate else Choreography(definitions)
     relays, consumers = [], []
     for module in modules:
@@ -786,6 +790,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"main.py: kafka: {exc}") from None
     except DefinitionError as exc:
         raise SystemExit(f"saga definition refused: {exc}") from None
+    except SourceMismatchError as exc:
+        raise SystemExit(f"main.py: {exc}") from None
     # Everything built so far lives as long as the process: keep it out of the
     # collector's scans, and collect the young generation less often (a saga's
     # garbage is short-lived; the default threshold, 700, ran a collection every

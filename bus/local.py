@@ -45,11 +45,22 @@ from bus.messages import ENVELOPE_COLUMNS, Envelope, MessageRegistry, envelope_f
 from bus.ports import BatchHandler, DeliveredCallback
 from bus.retry import backoff
 
-__all__ = ["LocalTransport", "SubscriptionTakenError"]
+__all__ = ["LocalTransport", "SourceMismatchError", "SubscriptionTakenError", "database_file"]
 
 log = logging.getLogger(__name__)
 
 _COLUMNS = ", ".join(ENVELOPE_COLUMNS)
+
+
+def database_file(data_dir: Path, module: str) -> Path:
+    """Where a module keeps its database in ``data_dir``: how the readers of the other
+    processes find it (each module's build follows it; ``LocalTransport.check`` holds
+    the modules of this process to it)."""
+    return data_dir / f"{module}.sqlite3"
+
+
+class SourceMismatchError(Exception):
+    """A module's database is not the file the local bus reads for it."""
 
 
 class SubscriptionTakenError(Exception):
@@ -194,6 +205,16 @@ class LocalTransport:
             for reader in list(sub.readers)
             if reader.source in ends
         }
+
+    def check(self, module: str, path: Path) -> None:
+        """Raise ``SourceMismatchError`` unless ``path`` is the file read as ``module``'s
+        outbox (a module built elsewhere would otherwise be silently never read)."""
+        expected = self.sources.get(module)
+        if expected is None or expected.resolve() != path.resolve():
+            raise SourceMismatchError(
+                f"the local bus reads module {module}'s outbox from {expected},"
+                f" but its database is {path}"
+            )
 
     # -- the port --------------------------------------------------------------
 

@@ -11,10 +11,16 @@ from pathlib import Path
 import anyio
 import pytest
 
-from bus.local import LocalTransport, SubscriptionTakenError
+from bus.local import (
+    LocalTransport,
+    SourceMismatchError,
+    SubscriptionTakenError,
+    database_file,
+)
 from bus.messages import Envelope
 from bus.relay import OutboxRelay
 from bus.sqlite import Database, Tx
+from main import MODULES, build_system, parse_args
 from tests.support import wait_for
 from tests.test_bus_contract import REGISTRY, Charged, _metadata
 
@@ -129,3 +135,22 @@ async def test_the_lag_counts_the_rows_a_subscription_has_still_to_pass(tmp_path
             gate.set()
             await wait_for(lambda: transport.lag() == {("audit", "ledger"): 0}, deadline=10)
             tg.cancel_scope.cancel()
+
+
+def test_a_module_whose_database_is_elsewhere_is_refused(tmp_path: Path) -> None:
+    transport = _transport(tmp_path)
+    transport.check("ledger", tmp_path / "n.sqlite3")  # the file its readers read
+    with pytest.raises(SourceMismatchError, match="ledger"):
+        transport.check("ledger", tmp_path / "other.sqlite3")
+    with pytest.raises(SourceMismatchError, match="fraud"):
+        transport.check("fraud", tmp_path / "fraud.sqlite3")  # not a source at all
+
+
+def test_every_module_of_the_app_keeps_its_database_where_the_local_bus_reads_it(
+    tmp_path: Path,
+) -> None:
+    settings = parse_args(["--data-dir", str(tmp_path), "--bus", "local"])
+    system = build_system(settings)
+    assert {m.name: m.db.path for m in system.modules} == {
+        name: database_file(tmp_path, name) for name in MODULES
+    }
