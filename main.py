@@ -457,8 +457,7 @@ def build_system(
     retention = retention_of(settings)
     common: dict[str, Any] = {"synchronous": settings.synchronous, "crash_points": crash}
     registry = MessageRegistry.from_contracts(*contracts.values())
-    every_module = (*MODULES, *(p.name for p in flow.participants))
-    bus = transport or _transport(settings, registry, every_module)
+    bus = transport or _transport(settings, registry, contracts)  # every module, by name
     if chaos is not None:
         bus = ChaosTransport(bus, chaos)
     wanted = parse_modules(settings.modules, tuple(p.name for p in flow.participants))
@@ -492,7 +491,7 @@ def build_system(
             **common,
         )
         modules.append(checkout)
-    local = getattr(bus, "inner", bus)  # under ChaosTransport
+    local = _unwrapped(bus)
     if isinstance(local, LocalTransport):
         for module in modules:
             local.check(module.name, module.db.path)
@@ -566,9 +565,7 @@ def create_app(
             checkout=system.checkout.db.path if system.checkout is not None else None,
             stuck_after=settings.stuck_after,
             kafka_lag=_kafka_lag(system.transport),
-            local_lag=system.transport.lag
-            if isinstance(system.transport, LocalTransport)
-            else None,
+            local_lag=_local_lag(system.transport),
         )
     )
 
@@ -660,8 +657,19 @@ def create_app(
     return app
 
 
+def _unwrapped(transport: Transport) -> Transport:
+    """The transport itself, under a ChaosTransport if there is one."""
+    inner: Transport = getattr(transport, "inner", transport)
+    return inner
+
+
+def _local_lag(transport: Transport) -> Callable[[], dict[tuple[str, str], int]] | None:
+    inner = _unwrapped(transport)
+    return inner.lag if isinstance(inner, LocalTransport) else None
+
+
 def _kafka_lag(transport: Transport) -> Callable[[], dict[tuple[str, str, int], int]] | None:
-    inner = getattr(transport, "inner", transport)  # under ChaosTransport
+    inner = _unwrapped(transport)
     if isinstance(inner, KafkaTransport):
         return lambda: dict(inner.lag)
     return None

@@ -286,10 +286,11 @@ async def one_saga(
     end = time.perf_counter()
     phase.last_end = max(phase.last_end, end)
     phase.ends.append(end)
-    phase.latencies_ms.append((end - start) * 1000)
+    latency_ms = (end - start) * 1000
+    phase.latencies_ms.append(latency_ms)
     status = body["status"]
     phase.outcomes[status] = phase.outcomes.get(status, 0) + 1
-    phase.by_status_ms.setdefault(status, []).append((end - start) * 1000)
+    phase.by_status_ms.setdefault(status, []).append(latency_ms)
     failure = workload.failure(index)
     want = "CANCELLED" if failure else "COMPLETED"
     if status != want or (failure and body.get("reason") != REASONS[failure]):
