@@ -182,12 +182,19 @@ class _Job:
 
 
 class _Group:
-    __slots__ = ("atomic", "done", "jobs")
+    __slots__ = ("atomic", "done", "jobs", "lingering")
 
     def __init__(
-        self, jobs: list[_Job], done: asyncio.Event | None = None, *, atomic: bool = False
+        self,
+        jobs: list[_Job],
+        done: asyncio.Event | None = None,
+        *,
+        atomic: bool = False,
+        lingering: bool = False,
     ) -> None:
         self.jobs = jobs
+        # Waits for another group's commit, or for the linger timer (see ``submit``).
+        self.lingering = lingering
         # Set after the commit, for a caller that waits (none in direct mode or for submit).
         self.done = done
         # One savepoint for the whole group: its jobs stand or fall together.
@@ -245,6 +252,9 @@ class Database:
         # asyncio's events (this module already waits on asyncio futures): anyio's
         # look its backend up on every construction, twice per batch here.
         self._wakeup = asyncio.Event()
+        # The timer that commits lingering jobs (``submit``) if nothing else does first.
+        self._linger: asyncio.TimerHandle | None = None
+        self._lingered = False
         self._limiter = anyio.CapacityLimiter(1)
         self._executor: ThreadPoolExecutor | None = None
         self._stack: AsyncExitStack | None = None
@@ -269,6 +279,7 @@ class Database:
         stack.push_async_callback(self._dispose_reader)
         task_group = await stack.enter_async_context(anyio.create_task_group())
         stack.callback(task_group.cancel_scope.cancel)
+        stack.push_async_callback(self._flush)
         task_group.start_soon(self._committer)
         self._stack = stack
         return self
@@ -312,6 +323,9 @@ class Database:
         self._conn = conn
 
     def _close(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         for conn in (self._conn, self._read_conn):
             if conn is not None:
                 conn.close()
@@ -369,18 +383,50 @@ class Database:
                 for hook in self.commit_hooks:
                     hook(envelopes)
 
-    def submit(self, fn: Callable[[Tx], Any]) -> None:
-        """Queue a job without waiting for it (bookkeeping that rides with the next commit)."""
-        self._queue.append(_Group([_Job(fn, None)]))
-        if not self.direct:
+    def submit(self, fn: Callable[[Tx], Any], *, linger: float = 0.0) -> None:
+        """Queue a job without waiting for it (bookkeeping that rides with the next commit).
+
+        ``linger``: commit it at the latest that many seconds from now, and
+        sooner with whatever commits first. Bookkeeping whose delay loses
+        nothing (the relay's "dispatched" marks) then costs no commit of its
+        own while other work commits, where an immediate wakeup would cost one
+        (an fsync at FULL) for each commit that emitted messages.
+        """
+        self._queue.append(_Group([_Job(fn, None)], lingering=linger > 0))
+        if self.direct:
+            return
+        if linger <= 0:
             self._wakeup.set()
+        elif self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(linger, self._linger_over)
+
+    def _linger_over(self) -> None:
+        self._linger = None
+        self._lingered = True
+        self._wakeup.set()
+
+    def _must_commit(self) -> bool:
+        return bool(self._queue) and (
+            self._lingered or not all(group.lingering for group in self._queue)
+        )
+
+    async def _flush(self) -> None:
+        """On the way out: commit what lingers (a clean stop leaves no mark behind)."""
+        if self._queue:
+            with anyio.move_on_after(BUSY_TIMEOUT, shield=True):
+                await self.run_all([])
 
     async def _committer(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup = asyncio.Event()
-            while self._queue:
+            while self._must_commit():
                 batch = self._take_batch()
+                if not self._queue:  # whatever lingered rides with this commit
+                    self._lingered = False
+                    if self._linger is not None:
+                        self._linger.cancel()
+                        self._linger = None
                 envelopes: list[Envelope] = []
                 try:
                     envelopes = await self._run_batch_async(batch)

@@ -567,7 +567,7 @@ def _forgotten_deliveries(total: int, batch: int = 5) -> int:
     lock = threading.Lock()
     marked: set[int] = set()
 
-    def submit(job: Any) -> None:  # Database.submit: queue a job for the writer thread
+    def submit(job: Any, **_: Any) -> None:  # Database.submit: queue a job for the writer
         with lock:
             queue.append(job)
 
