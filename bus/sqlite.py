@@ -207,8 +207,8 @@ class _CommitThread:
     """One thread that runs a database's COMMITs, handed over with as little as can be.
 
     A ``ThreadPoolExecutor`` plus ``asyncio.wrap_future`` costs the event loop two
-    futures, a condition, two locks and a chain of callbacks per call: a fifth of
-    a commit's cost to the loop (``python -m bench.commit_cost``). Here: a queue
+    futures, a condition, two locks and a chain of callbacks per call: about a
+    quarter of a commit's cost to the loop (``python -m bench.commit_cost``). Here: a queue
     put, and one ``call_soon_threadsafe`` back. ``stop`` waits for the COMMIT in
     progress (never abandoned: its callers then get their results).
     """
@@ -217,7 +217,9 @@ class _CommitThread:
         self._jobs: queue.SimpleQueue[
             tuple[Callable[[], None], asyncio.Future[None], asyncio.AbstractEventLoop] | None
         ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name=f"commit-{name}")
+        # A daemon: a process that exits without closing its database is not held
+        # up by it (a COMMIT cut off there is rolled back, as after a crash).
+        self._thread = threading.Thread(target=self._work, name=f"commit-{name}", daemon=True)
         self._thread.start()
 
     def run(self, fn: Callable[[], None]) -> asyncio.Future[None]:
