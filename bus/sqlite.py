@@ -23,7 +23,6 @@ write when another connection (a reader upgrading, an operator's shell) holds it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import queue
@@ -31,7 +30,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar
@@ -241,7 +240,7 @@ class _CommitThread:
                 fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
                 error = exc
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            with suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(_settle, future, error)
 
 
@@ -307,7 +306,6 @@ class Database:
         self._wakeup = asyncio.Event()
         # The timer that commits lingering jobs (``submit``) if nothing else does first.
         self._linger: asyncio.TimerHandle | None = None
-        self._lingered = False
         self._limiter = anyio.CapacityLimiter(1)
         self._commit_thread: _CommitThread | None = None
         self._stack: AsyncExitStack | None = None
@@ -376,9 +374,7 @@ class Database:
         self._conn = conn
 
     def _close(self) -> None:
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+        self._cancel_linger()
         for conn in (self._conn, self._read_conn):
             if conn is not None:
                 conn.close()
@@ -454,14 +450,19 @@ class Database:
             self._linger = asyncio.get_running_loop().call_later(linger, self._linger_over)
 
     def _linger_over(self) -> None:
+        """The linger is up: what waits now commits like any other job."""
         self._linger = None
-        self._lingered = True
+        for group in self._queue:
+            group.lingering = False
         self._wakeup.set()
 
+    def _cancel_linger(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+
     def _must_commit(self) -> bool:
-        return bool(self._queue) and (
-            self._lingered or not all(group.lingering for group in self._queue)
-        )
+        return not all(group.lingering for group in self._queue)  # False when empty too
 
     async def _flush(self) -> None:
         """On the way out: commit what lingers (a clean stop leaves no mark behind)."""
@@ -476,10 +477,7 @@ class Database:
             while self._must_commit():
                 batch = self._take_batch()
                 if not self._queue:  # whatever lingered rides with this commit
-                    self._lingered = False
-                    if self._linger is not None:
-                        self._linger.cancel()
-                        self._linger = None
+                    self._cancel_linger()
                 envelopes: list[Envelope] = []
                 try:
                     envelopes = await self._run_batch_async(batch)
