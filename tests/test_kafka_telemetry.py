@@ -131,9 +131,14 @@ async def test_an_order_is_one_trace_across_the_five_kafka_processes(
             )
 
         await wait_for(abort_processed, deadline=30, what="the abort handled")
-        timeline[:] = (
-            await client.get(f"{cluster.url('checkout')}/orders/{order_id}/timeline")
-        ).json()
+
+        # The tracker's span ends inside its transaction, a moment before the COMMIT.
+        async def abort_in_timeline() -> bool:
+            url = f"{cluster.url('checkout')}/orders/{order_id}/timeline"
+            timeline[:] = (await client.get(url)).json()
+            return any(event["message_id"] == abort_id for event in timeline)
+
+        await wait_for(abort_in_timeline, deadline=30, what="the abort in the timeline")
 
         # Each process serves the metrics of its own modules, the consumer lag included
         # (refreshed once a second, once the group has its partitions).
