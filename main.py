@@ -506,13 +506,20 @@ def build_system(
         if choreography is not None:
             routes |= choreography.routes(module.name, module.commands)
             module.db.context_for = choreography.context_for
+        # The tracker records, in checkout's own transactions, every message
+        # checkout emits and every one delivered to it (most of a saga's);
+        # its subscription brings the rest.
+        witness = tracker.record if tracker is not None and module.name == "checkout" else None
         consumers.append(
-            Consumer(module.name, module.db, routes, registry, policy=policy, chaos=chaos)
-        )
+            Consumer(module.name, module.db, routes, registry, policy=policy, chaos=chaos,
+                     witness=witness)
+        )  # fmt: skip
     if tracker is not None:
+        checkout.db.emit_hooks.append(tracker.record)
+        witnessed = next(c for c in consumers if c.name == "checkout").routes
         consumers.append(
             Consumer("tracker", checkout.db, {}, registry, observer=tracker.record, dedupe=False,
-                     policy=policy)
+                     observes=tracker.subscription(registry, witnessed), policy=policy)
         )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
@@ -68,6 +68,8 @@ class Consumer:
         registry: MessageRegistry,
         *,
         observer: Callable[[Tx, Envelope], None] | None = None,
+        observes: Collection[str] | None = None,
+        witness: Callable[[Tx, Envelope], None] | None = None,
         dedupe: bool = True,
         policy: RetryPolicy | None = None,
         chaos: ChaosPlan | None = None,
@@ -78,6 +80,8 @@ class Consumer:
         self.routes = dict(routes)
         self.registry = registry
         self.observer = observer
+        self.observes = None if observes is None else sorted(observes)
+        self.witness = witness
         self.dedupe = dedupe
         self.policy = policy or RetryPolicy()
         self.chaos = chaos
@@ -89,8 +93,8 @@ class Consumer:
 
     @property
     def types(self) -> list[str] | None:
-        """The types to subscribe to; None (all of them) for an observer."""
-        return None if self.observer is not None else list(self.routes)
+        """The types to subscribe to: the routes', or an observer's (None: all of them)."""
+        return self.observes if self.observer is not None else list(self.routes)
 
     # -- the subscription ------------------------------------------------------
 
@@ -124,11 +128,21 @@ class Consumer:
         token = logs.MESSAGE.set((self.name, envelope))
         try:
             if not tracing.ENABLED:
+                self._witness(envelope, tx)
                 return self._handle_or_park(envelope, hung, tx)
             with self._traced(envelope, 1, tx):
+                self._witness(envelope, tx)
                 return self._handle_or_park(envelope, hung, tx)
         finally:
             logs.MESSAGE.reset(token)
+
+    def _witness(self, envelope: Envelope, tx: Tx) -> None:
+        """Show the witness every delivery, duplicates included, whatever its handler
+        then does: before it (what the handler emits comes after its cause), and
+        outside its savepoint (a parked message was still delivered). An error
+        here fails the batch, which then comes again."""
+        if self.witness is not None and not isinstance(envelope.message, Undecodable):
+            self.witness(tx, envelope)
 
     @contextmanager
     def _traced(self, envelope: Envelope, attempt: int, tx: Tx) -> Iterator[None]:

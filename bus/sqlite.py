@@ -149,6 +149,8 @@ class Tx:
         # The row number is known only now; the envelope is not shared yet.
         object.__setattr__(envelope, "seq", cursor.lastrowid or 0)
         self.emitted.append(envelope)
+        for hook in self._db.emit_hooks:
+            hook(self, envelope)
         return envelope
 
 
@@ -287,6 +289,10 @@ class Database:
         self.clock = clock
         self.crash_points = crash_points
         self.commit_hooks: list[Callable[[list[Envelope]], None]] = []
+        # Called for each message a job emits, in the job's transaction, once its
+        # outbox row is written (the saga tracker records checkout's own messages
+        # where they are made instead of reading them back from the outbox).
+        self.emit_hooks: list[Callable[[Tx, Envelope], None]] = []
         # Gives a message emitted outside any handler its saga context (set by
         # the composition root in choreography; see checkout.choreography).
         self.context_for: Callable[[Tx, Message, bytes], bytes | None] | None = None

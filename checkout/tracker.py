@@ -7,7 +7,9 @@ read from the definition version the saga runs under.
 
 from __future__ import annotations
 
-from bus.messages import Command, Envelope
+from collections.abc import Collection
+
+from bus.messages import Command, Envelope, MessageRegistry
 from bus.sqlite import Tx
 from checkout.context import decode_context
 from checkout.contract import (
@@ -62,6 +64,20 @@ class SagaTracker:
         self.definitions = definitions
         self.timeouts = timeouts or SagaTimeouts()
         self.labels = {d.version: labels_of(d) for d in definitions.all}
+
+    @staticmethod
+    def subscription(registry: MessageRegistry, witnessed: Collection[str]) -> list[str]:
+        """The types the tracker's own subscription reads: a saga's events that checkout's
+        consumer does not take (it shows the tracker each one it takes).
+
+        No command: commands are sent by checkout alone, and the tracker records
+        them as they are emitted (``Database.emit_hooks``), in the same transaction.
+        """
+        return sorted(
+            cls.TYPE
+            for cls in registry.types
+            if cls.KEY == "order_id" and not issubclass(cls, Command) and cls.TYPE not in witnessed
+        )
 
     def record(self, tx: Tx, envelope: Envelope) -> None:
         cls = type(envelope.message)

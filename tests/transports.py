@@ -40,17 +40,21 @@ class DuplicatingTransport:
 
 class LosingTransport:
     """Loses deliveries of the given types (acknowledged, never handled), as a participant
-    that crashed after acknowledging would: ``losses[type]`` deliveries, or all if -1."""
+    that crashed after acknowledging would: ``losses[type]`` deliveries, or all if -1.
+    The ``spared`` subscriptions (the saga tracker: it records what happened) lose none."""
 
-    def __init__(self, inner: Transport, losses: dict[str, int]) -> None:
+    def __init__(
+        self, inner: Transport, losses: dict[str, int], spared: Collection[str] = ("tracker",)
+    ) -> None:
         self.inner = inner
         self.losses = dict(losses)
+        self.spared = frozenset(spared)
         self.lost: list[Envelope] = []
 
     def subscribe(
         self, subscription: str, types: Collection[str] | None, handler: BatchHandler
     ) -> None:
-        if types is None:  # observers (the tracker) see everything
+        if subscription in self.spared:
             self.inner.subscribe(subscription, types, handler)
             return
 
