@@ -517,10 +517,12 @@ def build_system(
     if tracker is not None:
         checkout.db.emit_hooks.append(tracker.record)
         witnessed = next(c for c in consumers if c.name == "checkout").routes
-        consumers.append(
-            Consumer("tracker", checkout.db, {}, registry, observer=tracker.record, dedupe=False,
-                     observes=tracker.subscription(registry, witnessed), policy=policy)
-        )  # fmt: skip
+        observed = tracker.subscription(registry, witnessed)
+        if observed:  # a flow whose every event checkout takes needs no subscription
+            consumers.append(
+                Consumer("tracker", checkout.db, {}, registry, observer=tracker.record,
+                         observes=observed, dedupe=False, policy=policy)
+            )  # fmt: skip
     for consumer in consumers:
         bus.subscribe(consumer.name, consumer.types, consumer)
     keep = retention.keep_finished
