@@ -62,5 +62,5 @@ def build(
         background["saga-watchdog"] = partial(run_due_timers, db, watchdog.fire_due)
     routes = checkout_routes(db, definitions, stuck_after=stuck_after)
     return ModuleHandle("checkout", db, commands, routes, background), SagaTracker(
-        definitions, timeouts
+        definitions, timeouts, step_deadlines=not orchestrate
     )

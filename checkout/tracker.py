@@ -60,9 +60,18 @@ def labels_of(definition: SagaDefinition) -> dict[str, tuple[str, str, Role]]:
 class SagaTracker:
     """Records saga messages into checkout's database (idempotent by message id)."""
 
-    def __init__(self, definitions: Definitions, timeouts: SagaTimeouts | None = None) -> None:
+    def __init__(
+        self,
+        definitions: Definitions,
+        timeouts: SagaTimeouts | None = None,
+        *,
+        step_deadlines: bool = True,
+    ) -> None:
         self.definitions = definitions
         self.timeouts = timeouts or SagaTimeouts()
+        # Each saga's step deadline, for the choreography's watchdog; in orchestration
+        # the timers live in the orchestrator's rows and this column stays empty.
+        self.step_deadlines = step_deadlines
         self.labels = {d.version: labels_of(d) for d in definitions.all}
 
     @staticmethod
@@ -123,7 +132,9 @@ class SagaTracker:
             step, force = message.step, True
             status = "COMPENSATED" if message.ended else "COMPENSATING"
         terminal = _RANK[status] == 2
-        deadline = None if terminal else self.timeouts.step_deadline(tx.now, 1)
+        deadline = (
+            self.timeouts.step_deadline(tx.now, 1) if self.step_deadlines and not terminal else None
+        )
         # The message that drives the saga's next move: the watchdog sends it
         # again when the saga does not move (an event, or the pivot's lock).
         # Not a refusal of an undo, nor checkout's own news: those drive nothing.
