@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["audit", "counts"]
+__all__ = ["MODULES", "audit", "counts", "unrecorded"]
+
+MODULES = ("order", "payment", "inventory", "shipping", "checkout")
 
 
 @contextmanager
@@ -32,6 +34,29 @@ def _all(data_dir: Path, name: str, sql: str) -> list[tuple[Any, ...]]:
 def counts(data_dir: Path) -> dict[str, int]:
     """Orders by status."""
     return dict(_all(data_dir, "order", "SELECT status, count(*) FROM orders GROUP BY status"))
+
+
+def unrecorded(data_dir: Path, orders: Collection[str] | None = None) -> list[tuple[str, str, str]]:
+    """Saga messages in the modules' outboxes that are not (yet) in their saga's timeline,
+    as (module, type, order id); ``orders`` (default: every order) are the sagas looked at.
+
+    Retention prunes a finished saga's timeline no sooner than its outbox rows (the keep
+    period is at least the dedup window), so none is missing for that reason.
+    """
+    if not (data_dir / "checkout.sqlite3").exists():
+        return []
+    if orders is None:
+        orders = {oid for (oid,) in _all(data_dir, "order", "SELECT order_id FROM orders")}
+    recorded = {m for (m,) in _all(data_dir, "checkout", "SELECT message_id FROM timeline")}
+    return [
+        (name, type_name, key)
+        for name in MODULES
+        if (data_dir / f"{name}.sqlite3").exists()
+        for message_id, type_name, key in _all(
+            data_dir, name, "SELECT message_id, type, correlation_id FROM outbox"
+        )
+        if key in orders and message_id not in recorded
+    ]
 
 
 def audit(
@@ -134,8 +159,15 @@ def audit(
         if status == "CANCELLED" and scheduled:
             bad.append(f"cancelled order {oid} still has a scheduled shipment")
 
+    # The audit trail: every saga message any module emitted is in its saga's timeline.
+    if require_terminal:
+        missing = unrecorded(data_dir, orders)
+        bad += [f"{db}: {t} of order {k} is not in its timeline" for db, t, k in missing[:5]]
+        if len(missing) > 5:
+            bad.append(f"{len(missing) - 5} more saga messages not in their timelines")
+
     # Nothing left behind in any outbox; nothing parked as a dead letter.
-    for name in ("order", "payment", "inventory", "shipping", "checkout"):
+    for name in MODULES:
         if not (data_dir / f"{name}.sqlite3").exists():
             continue
         ((pending,),) = _all(

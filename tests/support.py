@@ -13,6 +13,7 @@ import httpx
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from bench.invariants import MODULES, unrecorded
 from bench.orders import ADDRESS, order_body
 
 __all__ = [
@@ -31,7 +32,7 @@ __all__ = [
     "wait_for",
 ]
 
-DB_NAMES = ("order", "payment", "inventory", "shipping", "checkout")
+DB_NAMES = MODULES
 
 # conftest.py puts it in SAGA_ADMIN_TOKEN, so that every app the tests start,
 # in process or as a subprocess, checks this one.
@@ -122,10 +123,11 @@ def query(data_dir: Path, db: str, sql: str, params: tuple[Any, ...] = ()) -> li
 
 
 def quiescent(data_dir: Path) -> bool:
-    """No order pending and every outbox delivered."""
+    """No order pending, every outbox delivered, no message waiting for a retry, and every
+    saga message in its timeline (in choreography nothing else waits for the tracker)."""
     if query(data_dir, "order", "SELECT count(*) FROM orders WHERE status = 'PENDING'")[0][0]:
         return False
-    return all(
+    return not unrecorded(data_dir) and all(
         query(data_dir, name, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL")[0][0] == 0
         and query(data_dir, name, "SELECT count(*) FROM dead_letter WHERE status = 'RETRYING'")[0][
             0
