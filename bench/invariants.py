@@ -40,8 +40,10 @@ def unrecorded(data_dir: Path, orders: Collection[str] | None = None) -> list[tu
     """Saga messages in the modules' outboxes that are not (yet) in their saga's timeline,
     as (module, type, order id); ``orders`` (default: every order) are the sagas looked at.
 
-    Retention prunes a finished saga's timeline no sooner than its outbox rows (the keep
-    period is at least the dedup window), so none is missing for that reason.
+    Meant before retention prunes anything (as the tests and the chaos run audit): a
+    finished saga's timeline and its outbox rows are pruned at about the same age (the
+    keep period is at least the dedup window), but the last rows' dispatched marks can
+    come a moment after the tracker saw the saga end, so they may outlive its timeline.
     """
     if not (data_dir / "checkout.sqlite3").exists():
         return []
