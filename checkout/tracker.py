@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from bus.messages import Command, Envelope, MessageRegistry
+from bus.messages import Command, Envelope, Message, MessageRegistry
 from bus.sqlite import Tx
 from checkout.context import decode_context
 from checkout.contract import (
@@ -32,6 +32,11 @@ __all__ = ["SagaTracker", "labels_of"]
 _RANK = {"RUNNING": 0, "COMPENSATING": 1, "PARKED": 1.5, "COMPLETED": 2, "COMPENSATED": 2}
 _OPERATOR = frozenset({RetrySaga.TYPE, AbortSaga.TYPE, ResolveSaga.TYPE})
 _NEWS = frozenset({SagaParked.TYPE, SagaResumed.TYPE, SagaResolved.TYPE})
+
+
+def _of_a_saga(cls: type[Message]) -> bool:
+    """Keyed by an order: part of a saga (not reference data such as products, customers)."""
+    return cls.KEY == "order_id"
 
 
 def labels_of(definition: SagaDefinition) -> dict[str, tuple[str, str, Role]]:
@@ -85,13 +90,13 @@ class SagaTracker:
         return sorted(
             cls.TYPE
             for cls in registry.types
-            if cls.KEY == "order_id" and not issubclass(cls, Command) and cls.TYPE not in witnessed
+            if _of_a_saga(cls) and not issubclass(cls, Command) and cls.TYPE not in witnessed
         )
 
     def record(self, tx: Tx, envelope: Envelope) -> None:
         cls = type(envelope.message)
-        if cls.KEY != "order_id":
-            return  # reference data (products, customers), not part of any saga
+        if not _of_a_saga(cls):
+            return
         command = issubclass(cls, Command)
         inserted = tx.execute(
             "INSERT OR IGNORE INTO timeline (message_id, saga_id, type, version, kind, source,"
