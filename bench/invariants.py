@@ -14,21 +14,45 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MODULES", "audit", "counts", "unrecorded"]
+__all__ = ["MODULES", "Files", "audit", "counts", "reading", "unrecorded"]
 
 MODULES = ("order", "payment", "inventory", "shipping", "checkout")
 
 
+class Files:
+    """Read-only connections to the module files in ``data_dir``, each opened once
+    (an audit reads about thirty queries; opening a file costs more than most of them)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._conns: dict[str, sqlite3.Connection] = {}
+
+    def exists(self, name: str) -> bool:
+        return (self.data_dir / f"{name}.sqlite3").exists()
+
+    def all(self, name: str, sql: str) -> list[tuple[Any, ...]]:
+        conn = self._conns.get(name)
+        if conn is None:
+            path = self.data_dir / f"{name}.sqlite3"
+            conn = self._conns[name] = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        return conn.execute(sql).fetchall()
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
 @contextmanager
-def _open(data_dir: Path, name: str) -> Iterator[sqlite3.Connection]:
-    path = data_dir / f"{name}.sqlite3"
-    with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-        yield conn
+def reading(data_dir: Path) -> Iterator[Files]:
+    """``Files`` over ``data_dir``, closed on the way out."""
+    with closing(Files(data_dir)) as files:
+        yield files
 
 
 def _all(data_dir: Path, name: str, sql: str) -> list[tuple[Any, ...]]:
-    with _open(data_dir, name) as conn:
-        return conn.execute(sql).fetchall()
+    with reading(data_dir) as files:
+        return files.all(name, sql)
 
 
 def counts(data_dir: Path) -> dict[str, int]:
@@ -36,7 +60,9 @@ def counts(data_dir: Path) -> dict[str, int]:
     return dict(_all(data_dir, "order", "SELECT status, count(*) FROM orders GROUP BY status"))
 
 
-def unrecorded(data_dir: Path, orders: Collection[str] | None = None) -> list[tuple[str, str, str]]:
+def unrecorded(
+    data_dir: Path, orders: Collection[str] | None = None, *, files: Files | None = None
+) -> list[tuple[str, str, str]]:
     """Saga messages in the modules' outboxes that are not (yet) in their saga's timeline,
     as (module, type, order id); ``orders`` (default: every order) are the sagas looked at.
 
@@ -45,47 +71,65 @@ def unrecorded(data_dir: Path, orders: Collection[str] | None = None) -> list[tu
     keep period is at least the dedup window), but the last rows' dispatched marks can
     come a moment after the tracker saw the saga end, so they may outlive its timeline.
     """
-    if not (data_dir / "checkout.sqlite3").exists():
+    if files is None:
+        with reading(data_dir) as files:
+            return unrecorded(data_dir, orders, files=files)
+    if not files.exists("checkout"):
         return []
     if orders is None:
-        orders = {oid for (oid,) in _all(data_dir, "order", "SELECT order_id FROM orders")}
-    recorded = {m for (m,) in _all(data_dir, "checkout", "SELECT message_id FROM timeline")}
+        orders = {oid for (oid,) in files.all("order", "SELECT order_id FROM orders")}
+    recorded = {m for (m,) in files.all("checkout", "SELECT message_id FROM timeline")}
     return [
         (name, type_name, key)
         for name in MODULES
-        if (data_dir / f"{name}.sqlite3").exists()
-        for message_id, type_name, key in _all(
-            data_dir, name, "SELECT message_id, type, correlation_id FROM outbox"
+        if files.exists(name)
+        for message_id, type_name, key in files.all(
+            name, "SELECT message_id, type, correlation_id FROM outbox"
         )
         if key in orders and message_id not in recorded
     ]
 
 
 def audit(
-    data_dir: Path,
+    data_dir: Path | Files,
     *,
     initial_stock: Mapping[str, int] | None = None,
     initial_balance: Mapping[str, int] | None = None,
     require_terminal: bool = True,
 ) -> list[str]:
-    """Every violation found, as readable lines; empty when all invariants hold."""
+    """Every violation found, as readable lines; empty when all invariants hold.
+
+    ``data_dir`` may be ``Files`` already open on it (the caller reads more there)."""
+    if isinstance(data_dir, Files):
+        return _audit(data_dir, initial_stock, initial_balance, require_terminal=require_terminal)
+    with reading(data_dir) as files:
+        return _audit(files, initial_stock, initial_balance, require_terminal=require_terminal)
+
+
+def _audit(
+    files: Files,
+    initial_stock: Mapping[str, int] | None,
+    initial_balance: Mapping[str, int] | None,
+    *,
+    require_terminal: bool,
+) -> list[str]:
     bad: list[str] = []
     orders = {
         oid: (status, customer, total)
-        for oid, status, customer, total in _all(
-            data_dir, "order", "SELECT order_id, status, customer_id, total_cents FROM orders"
+        for oid, status, customer, total in files.all(
+            "order", "SELECT order_id, status, customer_id, total_cents FROM orders"
         )
     }
     items: dict[str, Counter[str]] = defaultdict(Counter)
-    for oid, sku, qty in _all(data_dir, "order", "SELECT order_id, sku, quantity FROM order_items"):
+    for oid, sku, qty in files.all("order", "SELECT order_id, sku, quantity FROM order_items"):
         items[oid][sku] += qty
     if require_terminal:
         bad += [f"order {oid} is still {s[0]}" for oid, s in orders.items() if s[0] == "PENDING"]
 
     # Money: at most one charge and one refund per order, refunds match charges.
     ledger: dict[str, dict[str, int]] = defaultdict(dict)
-    for oid, customer, kind, amount in _all(
-        data_dir, "payment", "SELECT order_id, customer_id, kind, amount_cents FROM ledger"
+    for oid, customer, kind, amount in files.all(
+        "payment", "SELECT order_id, customer_id, kind, amount_cents FROM ledger"
     ):
         if kind in ledger[oid]:
             bad.append(f"order {oid} has two {kind} entries")
@@ -118,7 +162,7 @@ def audit(
                 f"customer {customer}: charges - refunds = {net_by_customer[customer]},"
                 f" completed orders = {completed_by_customer[customer]}"
             )
-    balances = dict(_all(data_dir, "payment", "SELECT customer_id, balance_cents FROM accounts"))
+    balances = dict(files.all("payment", "SELECT customer_id, balance_cents FROM accounts"))
     for customer, start in (initial_balance or {}).items():
         if start - balances.get(customer, 0) != net_by_customer[customer]:
             bad.append(
@@ -128,9 +172,8 @@ def audit(
 
     # Stock: held units are exactly the completed orders' quantities.
     held: Counter[str] = Counter()
-    reservations = dict(_all(data_dir, "inventory", "SELECT order_id, status FROM reservations"))
-    for _oid, sku, qty in _all(
-        data_dir,
+    reservations = dict(files.all("inventory", "SELECT order_id, status FROM reservations"))
+    for _oid, sku, qty in files.all(
         "inventory",
         "SELECT l.order_id, l.sku, l.quantity FROM reservation_lines l"
         " JOIN reservations r USING (order_id) WHERE r.status = 'RESERVED'",
@@ -146,14 +189,14 @@ def audit(
             bad.append(f"cancelled order {oid} still holds stock")
     if require_terminal and +held != +sold:
         bad.append(f"held stock {dict(held)} != completed quantities {dict(sold)}")
-    stock = dict(_all(data_dir, "inventory", "SELECT sku, stock FROM products"))
+    stock = dict(files.all("inventory", "SELECT sku, stock FROM products"))
     bad += [f"sku {sku} has negative stock {n}" for sku, n in stock.items() if n < 0]
     for sku, start in (initial_stock or {}).items():
         if start - stock.get(sku, 0) != held[sku]:
             bad.append(f"sku {sku}: stock moved {start - stock.get(sku, 0)}, held {held[sku]}")
 
     # Shipping: exactly one scheduled shipment per completed order, none otherwise.
-    shipments = dict(_all(data_dir, "shipping", "SELECT order_id, status FROM shipments"))
+    shipments = dict(files.all("shipping", "SELECT order_id, status FROM shipments"))
     for oid, (status, _, _) in orders.items():
         scheduled = shipments.get(oid) == "SCHEDULED"
         if status == "COMPLETED" and not scheduled:
@@ -163,26 +206,22 @@ def audit(
 
     # The audit trail: every saga message any module emitted is in its saga's timeline.
     if require_terminal:
-        missing = unrecorded(data_dir, orders)
+        missing = unrecorded(files.data_dir, orders, files=files)
         bad += [f"{db}: {t} of order {k} is not in its timeline" for db, t, k in missing[:5]]
         if len(missing) > 5:
             bad.append(f"{len(missing) - 5} more saga messages not in their timelines")
 
     # Nothing left behind in any outbox; nothing parked as a dead letter.
     for name in MODULES:
-        if not (data_dir / f"{name}.sqlite3").exists():
+        if not files.exists(name):
             continue
-        ((pending,),) = _all(
-            data_dir, name, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL"
-        )
+        ((pending,),) = files.all(name, "SELECT count(*) FROM outbox WHERE dispatched_at IS NULL")
         if require_terminal and pending:
             bad.append(f"{name}: {pending} outbox messages undelivered")
-        ((dead,),) = _all(data_dir, name, "SELECT count(*) FROM dead_letter WHERE status = 'DEAD'")
+        ((dead,),) = files.all(name, "SELECT count(*) FROM dead_letter WHERE status = 'DEAD'")
         if dead:
             bad.append(f"{name}: {dead} dead letters")
-        ((parked,),) = _all(
-            data_dir, name, "SELECT count(*) FROM dead_letter WHERE status = 'RETRYING'"
-        )
+        ((parked,),) = files.all(name, "SELECT count(*) FROM dead_letter WHERE status = 'RETRYING'")
         if require_terminal and parked:
             bad.append(f"{name}: {parked} messages still waiting for a retry")
     return bad

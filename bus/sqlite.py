@@ -512,6 +512,8 @@ class Database:
         try:
             self._begin()
             emitted = self._run_jobs(batch)
+            if emitted is None:
+                return []  # one job, failed and rolled back: nothing to commit
             self._commit()
         except BaseException as exc:
             self._failed(jobs, exc)
@@ -540,6 +542,8 @@ class Database:
                 # wait for it in a thread, never on the loop.
                 await anyio.to_thread.run_sync(self._begin_waiting, limiter=self._limiter)
             emitted = self._run_jobs(batch)
+            if emitted is None:
+                return []  # one job, failed and rolled back: nothing to commit
             # On a thread of its own (``_CommitThread``: anyio's worker threads and
             # a plain executor cost more per call), and never abandoned: a shutdown
             # waits for the COMMIT, whose callers then get their results
@@ -571,9 +575,16 @@ class Database:
             else:
                 return
 
-    def _run_jobs(self, batch: list[_Group]) -> list[Envelope]:
+    def _run_jobs(self, batch: list[_Group]) -> list[Envelope] | None:
+        """Run the batch's jobs in the open transaction; what they emitted, or None if
+        the batch was one group run alone that failed (the transaction is rolled back)."""
         conn = self._conn
         assert conn is not None, "database is not open"
+        if len(batch) == 1 and (batch[0].atomic or len(batch[0].jobs) == 1):
+            alone = self._run_alone(conn, batch[0].jobs)
+            if alone and self.crash_points is not None:
+                self._crash_point("before-commit", alone)
+            return alone
         emitted: list[Envelope] = []
         for group in batch:
             if group.atomic:
@@ -592,6 +603,24 @@ class Database:
                 conn.execute("RELEASE job")
         if self.crash_points is not None and emitted:
             self._crash_point("before-commit", emitted)
+        return emitted
+
+    def _run_alone(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope] | None:
+        """The transaction's only group: it needs no savepoint, the transaction is one
+        (two statements fewer per commit, and every commit is one group at low load)."""
+        emitted: list[Envelope] = []
+        try:
+            for job in jobs:
+                tx = Tx(self, conn, job.cause, job.trace)
+                job.outcome.value = job.fn(tx)
+                emitted.extend(tx.emitted)
+        except Exception as exc:  # noqa: BLE001 - handed to every job of the group
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in jobs:
+                job.outcome.value = None
+                job.outcome.error = exc
+            return None
         return emitted
 
     def _run_atomic(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope]:

@@ -105,6 +105,32 @@ async def test_an_atomic_group_stands_or_falls_together(db: Database) -> None:
     assert rows == (0,)
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["committer", "direct"])
+@pytest.mark.parametrize("atomic", [False, True], ids=["job", "atomic-group"])
+async def test_a_group_alone_in_its_transaction_that_fails_leaves_nothing(
+    db: Database, direct: bool, atomic: bool
+) -> None:
+    # Alone in its transaction, a group runs without a savepoint: a failure rolls
+    # the whole transaction back, and the next one starts clean.
+    db.direct = direct
+
+    def bad(tx: Tx) -> None:
+        tx.execute("INSERT INTO effects (what) VALUES ('bad')")
+        tx.emit(Pinged(order_id="o1", n=1))
+        raise ValueError("boom")
+
+    (outcome,) = await db.run_all([(bad, None)], atomic=atomic)
+    commits = db.commits
+    await db.transact(lambda tx: tx.execute("INSERT INTO effects (what) VALUES ('next')"))
+
+    assert isinstance(outcome.error, ValueError)
+    assert outcome.value is None
+    assert commits == 0  # nothing was committed for it
+    assert _effects(db) == ["next"]
+    rows = await db.transact(lambda tx: tx.execute("SELECT count(*) FROM outbox").fetchone())
+    assert rows == (0,)
+
+
 async def test_many_concurrent_callers_share_few_commits(db: Database) -> None:
     async def one(n: int) -> None:
         await db.transact(lambda tx: tx.execute("INSERT INTO effects (what) VALUES (?)", (str(n),)))

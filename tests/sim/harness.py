@@ -45,7 +45,7 @@ from typing import Any
 
 import anyio
 
-from bench.invariants import audit
+from bench.invariants import Files, audit
 from bus.chaos import ChaosPlan
 from bus.consumer import Consumer
 from bus.faults import CrashPoints
@@ -226,6 +226,7 @@ class Simulation:
         self.unmarked: dict[str, list[tuple[int, int]]] = {name: [] for name in self.dbs}
         self.transport.on_ack = self._acknowledged
         self.violations: list[str] = []
+        self.files = Files(data_dir)
         self.placed: list[str] = []
         self.crash_budget = config.crashes if config.faults else 0
         self.max_drain_steps = 2_000 + DRAIN_STEPS_PER_ORDER * config.orders
@@ -480,8 +481,9 @@ class Simulation:
         self.result.virtual_seconds = round(self.now - EPOCH, 3)
         self.result.delivered = self.transport.delivered
         self.result.redelivered = self.transport.redelivered
-        self.result.violations = self.check(drained)
-        self.result.digest = self.digest()
+        with closing(self.files):  # the auditor's read-only connections
+            self.result.violations = self.check(drained)
+            self.result.digest = self.digest()
         return self.result
 
     def digest(self) -> str:
@@ -504,7 +506,7 @@ class Simulation:
         bad += (
             [] if drained else [f"not quiescent after {self.max_drain_steps} steps without faults"]
         )
-        bad += audit(self.data_dir, initial_stock=stock, initial_balance=CUSTOMERS)
+        bad += audit(self.files, initial_stock=stock, initial_balance=CUSTOMERS)
         orders = dict(self._query("order", "SELECT order_id, status FROM orders"))
         self.result.outcomes = dict(
             sorted(self._query("order", "SELECT status, count(*) FROM orders GROUP BY status"))
@@ -546,9 +548,7 @@ class Simulation:
         return bad
 
     def _query(self, db: str, sql: str) -> Sequence[tuple[Any, ...]]:
-        path = self.data_dir / f"{db}.sqlite3"
-        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            return conn.execute(sql).fetchall()
+        return self.files.all(db, sql)
 
 
 _templates: dict[Path, Path] = {}
