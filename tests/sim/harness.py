@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +228,11 @@ class Simulation:
         self.transport.on_ack = self._acknowledged
         self.violations: list[str] = []
         self.files = Files(data_dir)
+        # The scheduler's menus of moves, by the state that opens them (see ``step``).
+        self._menus: dict[
+            tuple[bool, bool, bool, bool], tuple[list[Callable[[], Awaitable[Any]]], list[float]]
+        ] = {}
+        self._picked: Subscription | None = None  # the busy subscription a delivery would serve
         self.placed: list[str] = []
         self.crash_budget = config.crashes if config.faults else 0
         self.max_drain_steps = 2_000 + DRAIN_STEPS_PER_ORDER * config.orders
@@ -398,24 +404,45 @@ class Simulation:
         """One scheduler decision while faults may happen."""
         rng = self.rng
         busy = self.transport.busy()
-        moves: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
-        if len(self.placed) < self.config.orders:
-            moves.append((1.0, self._place))
         if busy:
-            sub = rng.choice(busy)
-            moves.append((6.0, lambda: self._deliver(sub, self.p_redeliver if self.faults else 0)))
-        moves.append((0.3, self._timers))
-        moves.append((0.4, self._flush))
-        moves.append((0.3, self._advance))
-        if self.placed:
-            moves.append((0.03, self._abort))
-            moves.append((0.03, self._cancel))
-        if self.crash_budget > 0 and self.faults:
-            moves.append((0.01, self._raise_crash))
-        (move,) = rng.choices([move for _, move in moves], [weight for weight, _ in moves])
+            self._picked = rng.choice(busy)
+        key = (
+            len(self.placed) < self.config.orders,
+            bool(busy),
+            bool(self.placed),
+            self.crash_budget > 0 and self.faults,
+        )
+        menu = self._menus.get(key) or self._menu(*key)
+        (move,) = rng.choices(menu[0], cum_weights=menu[1])
         self.result.steps += 1
         await self._guarded(move())
         self.check_marks()
+
+    def _menu(
+        self, placing: bool, busy: bool, placed: bool, crashing: bool
+    ) -> tuple[list[Callable[[], Awaitable[Any]]], list[float]]:
+        """The moves open in this state and their cumulative weights (``random.choices``
+        accumulates the same weights the same way: the same draw picks the same move)."""
+        moves: list[tuple[float, Callable[[], Awaitable[Any]]]] = []
+        if placing:
+            moves.append((1.0, self._place))
+        if busy:
+            moves.append((6.0, self._deliver_picked))
+        moves.append((0.3, self._timers))
+        moves.append((0.4, self._flush))
+        moves.append((0.3, self._advance))
+        if placed:
+            moves.append((0.03, self._abort))
+            moves.append((0.03, self._cancel))
+        if crashing:
+            moves.append((0.01, self._raise_crash))
+        menu = [move for _, move in moves], list(accumulate(weight for weight, _ in moves))
+        self._menus[placing, busy, placed, crashing] = menu
+        return menu
+
+    async def _deliver_picked(self) -> None:
+        assert self._picked is not None
+        await self._deliver(self._picked, self.p_redeliver if self.faults else 0)
 
     async def _advance(self) -> None:
         self.now += self.rng.expovariate(1 / 2.0)
