@@ -513,7 +513,7 @@ class Database:
             self._begin()
             emitted = self._run_jobs(batch)
             if emitted is None:
-                return []  # one job, failed and rolled back: nothing to commit
+                return []  # its one group failed and is rolled back: nothing to commit
             self._commit()
         except BaseException as exc:
             self._failed(jobs, exc)
@@ -543,7 +543,7 @@ class Database:
                 await anyio.to_thread.run_sync(self._begin_waiting, limiter=self._limiter)
             emitted = self._run_jobs(batch)
             if emitted is None:
-                return []  # one job, failed and rolled back: nothing to commit
+                return []  # its one group failed and is rolled back: nothing to commit
             # On a thread of its own (``_CommitThread``: anyio's worker threads and
             # a plain executor cost more per call), and never abandoned: a shutdown
             # waits for the COMMIT, whose callers then get their results
