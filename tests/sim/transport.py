@@ -17,6 +17,7 @@ outboxes are published again at start-up).
 from __future__ import annotations
 
 import random
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from operator import attrgetter
@@ -42,29 +43,33 @@ class _Delivery:
 class Subscription:
     """What one subscriber has pending: per order, its deliveries in publish order."""
 
-    __slots__ = ("handler", "name", "orders", "types")
+    __slots__ = ("_heads", "handler", "name", "orders", "types")
 
     def __init__(self, name: str, types: Collection[str] | None, handler: BatchHandler) -> None:
         self.name = name
         self.types = None if types is None else frozenset(types)
         self.handler = handler
         self.orders: dict[str, deque[_Delivery]] = {}
+        # The first pending delivery of each order, kept in publish order as the
+        # queues change (sorting them again for every delivery: about 1 % of a run).
+        self._heads: list[_Delivery] = []
 
     def append(self, delivery: _Delivery) -> None:
         key = delivery.envelope.correlation_id
         pending = self.orders.get(key)
         if pending is None:
             self.orders[key] = deque((delivery,))
+            # Published last, so it goes last: no head was published after it.
+            self._heads.append(delivery)
         else:
             pending.append(delivery)
 
     def heads(self, source: str | None = None) -> list[_Delivery]:
         """The first pending delivery of each order, in publish order (only those
         published by ``source``, if given)."""
-        first = sorted((pending[0] for pending in self.orders.values()), key=_seq)
         if source is None:
-            return first
-        return [d for d in first if d.envelope.source == source]
+            return self._heads[:]
+        return [d for d in self._heads if d.envelope.source == source]
 
     def remove(self, batch: Sequence[_Delivery]) -> None:
         """Take these order heads off the queue."""
@@ -73,9 +78,19 @@ class Subscription:
             pending = self.orders.get(key)
             if pending is None or delivery not in pending:
                 continue  # gone already (the queue was lost meanwhile)
+            was_head = pending[0] is delivery
             pending.remove(delivery)
+            if was_head:
+                del self._heads[bisect_left(self._heads, delivery.seq, key=_seq)]
+                if pending:
+                    insort(self._heads, pending[0], key=_seq)
             if not pending:
                 del self.orders[key]
+
+    def clear(self) -> None:
+        """Lose every pending delivery."""
+        self.orders.clear()
+        self._heads.clear()
 
 
 _seq = attrgetter("seq")
@@ -179,4 +194,4 @@ class SimTransport:
     def lose_everything(self) -> None:
         """The in-process bus died with its process: every queue is gone."""
         for sub in self.subscriptions.values():
-            sub.orders.clear()
+            sub.clear()
