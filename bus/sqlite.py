@@ -608,6 +608,20 @@ class Database:
     def _run_alone(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope] | None:
         """The transaction's only group: it needs no savepoint, the transaction is one
         (two statements fewer per commit, and every commit is one group at low load)."""
+        return self._together(conn, jobs, savepoint=False)
+
+    def _run_atomic(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope]:
+        conn.execute("SAVEPOINT job")
+        emitted = self._together(conn, jobs, savepoint=True)
+        conn.execute("RELEASE job")
+        return emitted or []
+
+    def _together(
+        self, conn: sqlite3.Connection, jobs: list[_Job], *, savepoint: bool
+    ) -> list[Envelope] | None:
+        """Run jobs that stand or fall together: what they emitted, or None if one raised
+        (then every job carries that error, and what they did is rolled back: to the
+        ``savepoint`` named ``job``, or the whole transaction)."""
         emitted: list[Envelope] = []
         try:
             for job in jobs:
@@ -615,29 +629,14 @@ class Database:
                 job.outcome.value = job.fn(tx)
                 emitted.extend(tx.emitted)
         except Exception as exc:  # noqa: BLE001 - handed to every job of the group
-            if conn.in_transaction:
+            if savepoint:
+                conn.execute("ROLLBACK TO job")
+            elif conn.in_transaction:
                 conn.execute("ROLLBACK")
             for job in jobs:
                 job.outcome.value = None
                 job.outcome.error = exc
             return None
-        return emitted
-
-    def _run_atomic(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope]:
-        emitted: list[Envelope] = []
-        conn.execute("SAVEPOINT job")
-        try:
-            for job in jobs:
-                tx = Tx(self, conn, job.cause, job.trace)
-                job.outcome.value = job.fn(tx)
-                emitted.extend(tx.emitted)
-        except Exception as exc:  # noqa: BLE001 - handed to every job of the group
-            conn.execute("ROLLBACK TO job")
-            for job in jobs:
-                job.outcome.value = None
-                job.outcome.error = exc
-            emitted = []
-        conn.execute("RELEASE job")
         return emitted
 
     def _commit(self) -> None:
