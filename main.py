@@ -509,7 +509,7 @@ def build_system(
         # The tracker records, in checkout's own transactions, every message
         # checkout emits and every one delivered to it (most of a saga's);
         # its subscription brings the rest.
-        witness = tracker.record if tracker is not None and module.name == "checkout" else None
+        witness = tracker.witness if tracker is not None and module.name == "checkout" else None
         consumers.append(
             Consumer(module.name, module.db, routes, registry, policy=policy, chaos=chaos,
                      witness=witness)

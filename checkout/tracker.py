@@ -8,6 +8,7 @@ read from the definition version the saga runs under.
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 from bus.messages import Command, Envelope, Message, MessageRegistry
 from bus.sqlite import Tx
@@ -26,6 +27,9 @@ from checkout.policy import SagaTimeouts
 from telemetry import metrics
 
 __all__ = ["SagaTracker", "labels_of"]
+
+# A tracked_sagas row as the tracker reads it.
+_Row = tuple[Any, ...]  # status, definition_version, step, started_at, updated_at
 
 # A saga only moves up this ladder, whatever order messages arrive in; a parked
 # saga leaves PARKED only when an operator resumes or resolves it.
@@ -78,6 +82,9 @@ class SagaTracker:
         # the timers live in the orchestrator's rows and this column stays empty.
         self.step_deadlines = step_deadlines
         self.labels = {d.version: labels_of(d) for d in definitions.all}
+        # What ``witness`` left a saga's row as, in its transaction: the handler
+        # that runs next sends the reply's command, whose record needs that row.
+        self._witnessed: tuple[Tx, str, _Row] | None = None
 
     @staticmethod
     def subscription(registry: MessageRegistry, witnessed: Collection[str]) -> list[str]:
@@ -93,7 +100,16 @@ class SagaTracker:
             if _of_a_saga(cls) and not issubclass(cls, Command) and cls.TYPE not in witnessed
         )
 
+    def witness(self, tx: Tx, envelope: Envelope) -> None:
+        """Record a message checkout's own consumer is about to handle, and keep the
+        saga's row for the record of the command its handler sends (one read fewer)."""
+        self._record(tx, envelope, remember=True)
+
     def record(self, tx: Tx, envelope: Envelope) -> None:
+        """Record a message: one checkout emits, or one only the tracker follows."""
+        self._record(tx, envelope, remember=False)
+
+    def _record(self, tx: Tx, envelope: Envelope, *, remember: bool) -> None:
         cls = type(envelope.message)
         if not _of_a_saga(cls):
             return
@@ -110,15 +126,24 @@ class SagaTracker:
             ),
         ).rowcount  # fmt: skip
         if inserted and envelope.type not in _OPERATOR:
-            self._advance(tx, envelope)
+            self._advance(tx, envelope, remember)
 
-    def _advance(self, tx: Tx, envelope: Envelope) -> None:
+    def _advance(self, tx: Tx, envelope: Envelope, remember: bool) -> None:
         saga_id = envelope.correlation_id
-        row = tx.one(
-            "SELECT status, definition_version, step, started_at, updated_at FROM tracked_sagas"
-            " WHERE saga_id = ?",
-            (saga_id,),
-        )
+        # Used once, and only by the next record in the witness's own transaction:
+        # between the two, only the handler ran, and no handler of checkout's
+        # consumer writes tracked_sagas (the watchdog's operator commands do, but
+        # the witness remembers no operator command: see ``record``).
+        witnessed, self._witnessed = self._witnessed, None
+        row: _Row | None
+        if witnessed is not None and witnessed[0] is tx and witnessed[1] == saga_id:
+            row = witnessed[2]
+        else:
+            row = tx.one(
+                "SELECT status, definition_version, step, started_at, updated_at"
+                " FROM tracked_sagas WHERE saga_id = ?",
+                (saga_id,),
+            )
         if envelope.context is not None:
             version = decode_context(envelope.context)[0]
         elif row is not None and row[1] is not None:
@@ -160,6 +185,7 @@ class SagaTracker:
                     envelope.occurred_at, tx.now, *tx.trace,
                 ),
             )  # fmt: skip
+            after: _Row = (status, version, step, envelope.occurred_at, tx.now)
         elif (force or _RANK[status] >= _RANK[row[0]]) and _RANK[row[0]] < 2:
             # Messages can reach the tracker out of order across modules: never
             # move a saga back from compensating, nor out of a terminal state.
@@ -177,7 +203,12 @@ class SagaTracker:
                     event_id, version, tx.now, saga_id,
                 ),
             )  # fmt: skip
+            after = (status, version, step, row[3], tx.now)
         else:
+            if remember:
+                self._witnessed = (tx, saga_id, row)
             return
+        if remember:
+            self._witnessed = (tx, saga_id, after)
         before = None if row is None else (row[0], row[2], row[3], row[4])
         metrics.saga_transition(before, status, step, envelope.occurred_at, tx.now)
