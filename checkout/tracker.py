@@ -28,8 +28,11 @@ from telemetry import metrics
 
 __all__ = ["SagaTracker", "labels_of"]
 
-# A tracked_sagas row as the tracker reads it.
-_Row = tuple[Any, ...]  # status, definition_version, step, started_at, updated_at
+# A tracked_sagas row as the tracker reads it, and as it leaves it.
+_COLUMNS = ("status", "definition_version", "step", "started_at", "updated_at", "last_type",
+            "last_event_id", "attempt", "deadline")  # fmt: skip
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM tracked_sagas WHERE saga_id = ?"  # noqa: S608
+_Row = tuple[Any, ...]
 
 # A saga only moves up this ladder, whatever order messages arrive in; a parked
 # saga leaves PARKED only when an operator resumes or resolves it.
@@ -139,11 +142,7 @@ class SagaTracker:
         if witnessed is not None and witnessed[0] is tx and witnessed[1] == saga_id:
             row = witnessed[2]
         else:
-            row = tx.one(
-                "SELECT status, definition_version, step, started_at, updated_at"
-                " FROM tracked_sagas WHERE saga_id = ?",
-                (saga_id,),
-            )
+            row = tx.one(_SELECT, (saga_id,))
         if envelope.context is not None:
             version = decode_context(envelope.context)[0]
         elif row is not None and row[1] is not None:
@@ -185,25 +184,21 @@ class SagaTracker:
                     envelope.occurred_at, tx.now, *tx.trace,
                 ),
             )  # fmt: skip
-            after: _Row = (status, version, step, envelope.occurred_at, tx.now)
+            after: _Row = (status, version, step, envelope.occurred_at, tx.now, envelope.type,
+                           event_id, 1, deadline)  # fmt: skip
         elif (force or _RANK[status] >= _RANK[row[0]]) and _RANK[row[0]] < 2:
             # Messages can reach the tracker out of order across modules: never
             # move a saga back from compensating, nor out of a terminal state.
             # A message that leaves the saga where it was (a retry, a duplicate
             # reply) keeps the step's attempt count and timer running.
-            moved = "(status != ? OR step != ?)"
-            tx.execute(
-                "UPDATE tracked_sagas SET"  # noqa: S608 - constant fragments
-                f" attempt = CASE WHEN {moved} THEN 1 ELSE attempt END,"
-                f" deadline = CASE WHEN {moved} OR ? IS NULL THEN ? ELSE deadline END,"
-                " status = ?, step = ?, last_type = ?, last_event_id = coalesce(?, last_event_id),"
-                " definition_version = ?, updated_at = ? WHERE saga_id = ?",
-                (
-                    status, step, status, step, deadline, deadline, status, step, envelope.type,
-                    event_id, version, tx.now, saga_id,
-                ),
+            moved = status != row[0] or step != row[2]
+            after = (
+                status, version, step, row[3], tx.now, envelope.type,
+                row[6] if event_id is None else event_id,
+                1 if moved else row[7],
+                deadline if moved or deadline is None else row[8],
             )  # fmt: skip
-            after = (status, version, step, row[3], tx.now)
+            self._update(tx, saga_id, row, after)
         else:
             if remember:
                 self._witnessed = (tx, saga_id, row)
@@ -212,3 +207,17 @@ class SagaTracker:
             self._witnessed = (tx, saga_id, after)
         before = None if row is None else (row[0], row[2], row[3], row[4])
         metrics.saga_transition(before, status, step, envelope.occurred_at, tx.now)
+
+    @staticmethod
+    def _update(tx: Tx, saga_id: str, row: _Row, after: _Row) -> None:
+        """Write the columns that change, and only those: SQLite updates an index when
+        the statement sets one of its columns, whatever the value (most messages leave
+        the status, the step and the deadline, all indexed, as they were)."""
+        changed = [i for i, value in enumerate(after) if value != row[i]]
+        if not changed:
+            return
+        tx.execute(
+            f"UPDATE tracked_sagas SET {', '.join(f'{_COLUMNS[i]} = ?' for i in changed)}"  # noqa: S608
+            " WHERE saga_id = ?",
+            (*(after[i] for i in changed), saga_id),
+        )
