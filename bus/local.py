@@ -93,8 +93,9 @@ class _Reader:
             f" WHERE seq > ?{where} ORDER BY seq LIMIT ?"
         )
 
-    def fetch(self, limit: int) -> tuple[list[Any], int]:
-        """The next rows of the subscription's types, and the position after them.
+    def fetch(self, limit: int) -> tuple[list[Any], int, bool]:
+        """The next rows of the subscription's types, the position after them, and
+        whether the read stopped at ``limit`` (the log may hold more right now).
 
         A snapshot of the log holds every row up to its last one: rows are numbered
         in commit order (one writer, ``AUTOINCREMENT``), so the position never passes
@@ -103,7 +104,7 @@ class _Reader:
         conn = self.conn
         if conn is None:
             if not self.path.exists():
-                return [], self.position
+                return [], self.position, False
             conn = sqlite3.connect(
                 f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
@@ -116,14 +117,14 @@ class _Reader:
             rows = conn.execute(self.query, params).fetchall()
         except sqlite3.OperationalError as exc:  # the module is creating its schema
             log.debug("local bus: %s not readable yet: %r", self.path, exc)
-            return [], self.position
+            return [], self.position, False
         if not rows:
-            return [], self.position
-        end = rows[-1][0]
+            return [], self.position, False
+        end, full = rows[-1][0], len(rows) == limit
         wanted = self.sub.wanted
         if wanted is not None and rows[-1][2] not in wanted:
             rows.pop()  # the log's last row, read for its number only
-        return rows, end
+        return rows, end, full
 
     def close(self) -> None:
         if self.conn is not None:
@@ -290,7 +291,7 @@ class LocalTransport:
         failures = 0
         while True:
             reader.wakeup = anyio.Event()  # before the fetch: a later publish sets it
-            rows, end = reader.fetch(self.max_batch)
+            rows, end, full = reader.fetch(self.max_batch)
             if rows:
                 batch = [envelope_from_row(row, self.registry, seq=seq) for seq, *row in rows]
                 try:
@@ -308,7 +309,10 @@ class LocalTransport:
                 failures = 0
             if end != reader.position:
                 reader.position = end
-                continue  # there may be more
+                if full:
+                    continue  # there may be more
+            # The read saw the whole log as it was: a row committed since was published
+            # after the event above was made, and has set it (or its datagram will).
             with anyio.move_on_after(self.poll_interval):
                 await reader.wakeup.wait()
 

@@ -5,7 +5,7 @@ at a time runs a subscription; positions survive a restart."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
@@ -62,6 +62,44 @@ async def test_a_commit_in_one_process_wakes_a_reader_in_another_without_polling
             # Wakes within the deadline only through the writer's datagram: no poll runs.
             await wait_for(lambda m=message_id: m in received, deadline=5)
         tg.cancel_scope.cancel()
+
+
+async def test_a_reader_reads_on_past_a_full_batch_and_what_commits_while_it_handles_one(
+    tmp_path: Path,
+) -> None:
+    """No poll runs: a read that filled its batch reads again at once, and a read that
+    saw the whole log waits for the wakeup of a commit made meanwhile (never missing it)."""
+    transport = LocalTransport(
+        REGISTRY, {"ledger": tmp_path / "n.sqlite3"}, tmp_path / "bus",
+        poll_interval=NEVER, max_batch=3,
+    )  # fmt: skip
+    handled: list[int] = []
+    db = Database(tmp_path / "n.sqlite3", "ledger", _metadata())
+
+    def emit(first: int, count: int) -> Callable[[Tx], None]:
+        def fn(tx: Tx) -> None:
+            for n in range(first, first + count):
+                tx.emit(Charged(order_id=f"o{n}", n=n))
+
+        return fn
+
+    async def handle(batch: Sequence[Envelope]) -> None:
+        numbers = [e.message.n for e in batch if isinstance(e.message, Charged)]
+        if numbers[0] == 6:  # while the last batch, [6, 7], is handled, one more commits
+            await db.transact(emit(8, 1))
+        handled.extend(numbers)
+
+    async with db:
+        await db.transact(emit(0, 8))  # before the reader starts: three batches of <= 3
+        OutboxRelay(db, transport, REGISTRY)
+        transport.subscribe("audit", [Charged.TYPE], handle)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(transport.run)
+            await wait_for(lambda: len(handled) >= 9, deadline=10)
+            await db.transact(emit(9, 1))  # a commit after it has read everything
+            await wait_for(lambda: len(handled) >= 10, deadline=10)
+            tg.cancel_scope.cancel()
+    assert handled == list(range(10))
 
 
 async def test_one_process_at_a_time_runs_a_subscription(tmp_path: Path) -> None:
