@@ -136,7 +136,7 @@ class SagaTracker:
         # Used once, and only by the next record in the witness's own transaction:
         # between the two, only the handler ran, and no handler of checkout's
         # consumer writes tracked_sagas (the watchdog's operator commands do, but
-        # the witness remembers no operator command: see ``record``).
+        # the witness remembers no operator command: see ``_record``).
         witnessed, self._witnessed = self._witnessed, None
         row: _Row | None
         if witnessed is not None and witnessed[0] is tx and witnessed[1] == saga_id:
