@@ -581,7 +581,9 @@ class Database:
         conn = self._conn
         assert conn is not None, "database is not open"
         if len(batch) == 1 and (batch[0].atomic or len(batch[0].jobs) == 1):
-            alone = self._run_alone(conn, batch[0].jobs)
+            # The transaction's only group needs no savepoint: the transaction is one
+            # (two statements fewer per commit, and every commit is one group at low load).
+            alone = self._together(conn, batch[0].jobs, savepoint=False)
             if alone and self.crash_points is not None:
                 self._crash_point("before-commit", alone)
             return alone
@@ -604,11 +606,6 @@ class Database:
         if self.crash_points is not None and emitted:
             self._crash_point("before-commit", emitted)
         return emitted
-
-    def _run_alone(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope] | None:
-        """The transaction's only group: it needs no savepoint, the transaction is one
-        (two statements fewer per commit, and every commit is one group at low load)."""
-        return self._together(conn, jobs, savepoint=False)
 
     def _run_atomic(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[Envelope]:
         conn.execute("SAVEPOINT job")
